@@ -1,0 +1,32 @@
+"""Model families. `MODELS` maps a recipe's `[model] kind` to its config dataclass and builder.
+
+Each family's config dataclass sits in its model file beside its `build_*` function; builders take
+the config and the vocabulary sizes and return an `nn.Module` with `encode(src, src_mask)`,
+`.decoder` (a `Decoder`, see interfaces.py) and `forward(src, src_mask, tgt_in) -> logits`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from torch import nn
+
+from seqlab.models.rnn import RNNSeq2SeqConfig, build_rnn_seq2seq
+from seqlab.models.transformer import TransformerConfig, build_transformer
+
+
+class ModelEntry(NamedTuple):
+    config: type
+    build: Callable[[Any, int, int], nn.Module]
+
+
+MODELS: dict[str, ModelEntry] = {
+    "rnn_seq2seq": ModelEntry(RNNSeq2SeqConfig, build_rnn_seq2seq),
+    "transformer": ModelEntry(TransformerConfig, build_transformer),
+}
+
+
+def build_model(spec, src_vocab_size: int, tgt_vocab_size: int) -> nn.Module:
+    """Build the model a recipe's `ModelSpec` (kind + config) describes."""
+    return MODELS[spec.kind].build(spec.config, src_vocab_size, tgt_vocab_size)

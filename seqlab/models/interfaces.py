@@ -45,7 +45,8 @@ def select_rows(value: S_, index: Tensor) -> S_:
     if isinstance(value, tuple | list):
         return type(value)(select_rows(v, index) for v in value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        changes = {f.name: select_rows(getattr(value, f.name), index) for f in dataclasses.fields(value)}
+        fields = dataclasses.fields(value)
+        changes = {f.name: select_rows(getattr(value, f.name), index) for f in fields}
         return dataclasses.replace(value, **changes)
     return value
 
