@@ -49,12 +49,13 @@ def _cut(
     order: list[int], cost: list[int], max_tokens: int | None, batch_size: int | None
 ) -> list[list[int]]:
     """Greedy batches of consecutive `order` entries; see `BucketBatchSampler` for the budget."""
-    if batch_size is not None:
+    if max_tokens is None:
         return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     batches, start, longest = [], 0, 0
     for pos, index in enumerate(order):
         grown = max(longest, cost[index])
-        if pos > start and grown * (pos - start + 1) > max_tokens:
+        full = batch_size is not None and pos - start >= batch_size
+        if pos > start and (full or grown * (pos - start + 1) > max_tokens):
             batches.append(order[start:pos])
             start, grown = pos, cost[index]
         longest = grown
@@ -72,9 +73,9 @@ def _check_options(
     bucket_width: int,
 ) -> None:
     """Raise ValueError for options `BucketBatchSampler` cannot honour."""
-    if (max_tokens is None) == (batch_size is None):
+    if max_tokens is None and batch_size is None:
         raise ValueError(
-            "BucketBatchSampler: give exactly one of max_tokens and batch_size, "
+            "BucketBatchSampler: give max_tokens, batch_size or both, "
             f"got max_tokens={max_tokens}, batch_size={batch_size}"
         )
     for name, value in [
@@ -98,7 +99,9 @@ class BucketBatchSampler(Sampler[list[int]]):
     adds EOS or BOS. For (source, target) pairs an example costs `max(src, tgt)`. With `max_tokens`,
     a batch's padded cost, `len(batch) * max cost in batch`, stays <= `max_tokens`, so neither
     padded tensor exceeds the budget; an example costing more than `max_tokens` forms a batch of
-    its own (examples are never dropped). With `batch_size`, batches hold that many sentences.
+    its own (examples are never dropped). With `batch_size`, batches hold at most that many
+    sentences; with both, a batch stops at whichever limit it reaches first (fairseq's
+    `--max-tokens` with `--batch-size`).
 
     Per epoch: sort by length (pairs: cost, then source, then target size, all divided by
     `bucket_width`), ties in a random order; cut greedily; shuffle the batch order. Randomness

@@ -178,7 +178,6 @@ def test_resume_refuses_a_state_it_cannot_continue():
     "options",
     [
         {},
-        {"max_tokens": 10, "batch_size": 2},
         {"max_tokens": 0},
         {"batch_size": 0},
         {"batch_size": 2, "rank": 2, "num_replicas": 2},
@@ -188,6 +187,18 @@ def test_resume_refuses_a_state_it_cannot_continue():
 def test_bad_options_raise_value_error(options):
     with pytest.raises(ValueError):
         BucketBatchSampler([1, 2, 3], **options)
+
+
+@settings(max_examples=40, deadline=None)
+@given(lengths=pair_lengths, max_tokens=st.integers(20, 200), batch_size=st.integers(1, 6))
+def test_both_limits_cap_every_batch(lengths, max_tokens, batch_size):
+    sampler = BucketBatchSampler(lengths, max_tokens=max_tokens, batch_size=batch_size, seed=3)
+    batches = list(sampler)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for batch in batches:
+        assert len(batch) <= batch_size
+        if len(batch) > 1:
+            assert len(batch) * max(cost(lengths, i) for i in batch) <= max_tokens
 
 
 def test_bad_lengths_raise_value_error():
