@@ -1,0 +1,302 @@
+"""Checkpoint files: atomic save, safe load, RNG state, a run folder's checkpoints, averaging.
+
+A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts (never pickled objects),
+so it loads with `torch.load(weights_only=True)` and a foreign or tampered file cannot run code.
+Files are written to a temporary name in the same folder, fsynced and renamed, so a crash leaves
+either the old file or the new one, never half of one. `CheckpointManager` keeps the run folder's
+`checkpoint_<step>.pt`, `last.pt` and `best.pt` (with the best metric in `checkpoints.json`, so it
+survives restarts); `average_checkpoints` averages weights as fairseq's
+`scripts/average_checkpoints.py` does.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from seqlab.errors import CheckpointError
+
+FORMAT = "seqlab-checkpoint"
+VERSION = 1
+_SAFE_LEAVES = (torch.Tensor, str, int, float, bool, type(None), torch.dtype, torch.Size)
+
+
+def _check_payload(value: Any, key: str) -> None:
+    """Raise TypeError naming `key` when `value` holds something weights_only cannot load."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str | int):
+                raise TypeError(f"checkpoint key {key}: dict key {k!r} is not a str or int")
+            _check_payload(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(value, list | tuple) and not isinstance(value, torch.Size):
+        for i, v in enumerate(value):
+            _check_payload(v, f"{key}[{i}]")
+    elif not isinstance(value, _SAFE_LEAVES):
+        raise TypeError(
+            f"checkpoint key {key}: {type(value).__name__} cannot be saved "
+            "(use tensors, numbers, strings, lists and dicts)"
+        )
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Run `write(tmp)` on a temp file beside `path`, fsync it, then rename it over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        with tmp.open("rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable; not possible on every platform
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+
+
+def save_checkpoint(payload: dict, path: str | Path) -> None:
+    """Write `payload` plus {"format": "seqlab-checkpoint", "version": 1} atomically to `path`.
+
+    Raises:
+        TypeError: a value is not a tensor, number, string, None, list, tuple or dict; the message
+            names its key (e.g. "optimizer.state.0").
+    """
+    _check_payload(payload, "")
+    full = {**payload, "format": FORMAT, "version": VERSION}
+    _atomic_write(Path(path), lambda tmp: torch.save(full, tmp))
+
+
+def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
+    """Load a checkpoint written by `save_checkpoint` with `torch.load(weights_only=True)`.
+
+    Raises:
+        CheckpointError: naming `path`, when the file is missing, truncated or corrupt, not a
+            seqlab checkpoint, or written by a newer version of seqlab.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated or foreign files
+        raise CheckpointError(
+            f"{path}: unreadable checkpoint (truncated or corrupt?): {exc}"
+        ) from exc
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a seqlab checkpoint (no 'format': '{FORMAT}' entry)")
+    version = state.get("version")
+    if not isinstance(version, int) or version > VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint version {version!r} is newer than this seqlab reads ({VERSION})"
+        )
+    return state
+
+
+# -- random number generators -----------------------------------------------------------------
+
+
+def rng_state() -> dict:
+    """The state of every RNG a run draws from, as weights_only-safe values.
+
+    Python's `random` (its state tuple as [version, int64 tensor, gauss_next]), numpy's legacy
+    global generator when numpy is importable, torch's CPU generator and every CUDA device's.
+    """
+    version, internal, gauss = random.getstate()
+    state: dict[str, Any] = {
+        "python": [version, torch.tensor(internal, dtype=torch.int64), gauss],
+        "torch": torch.get_rng_state(),
+    }
+    try:
+        import numpy as np
+    except ImportError:  # pragma: no cover - numpy ships with torch in practice
+        np = None
+    if np is not None:
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        state["numpy"] = {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what `rng_state` captured (tensors may come back on any device)."""
+    version, internal, gauss = state["python"]
+    random.setstate((int(version), tuple(int(x) for x in internal.tolist()), gauss))
+    torch.set_rng_state(state["torch"].cpu())
+    if "numpy" in state:
+        import numpy as np
+
+        s = state["numpy"]
+        keys = s["keys"].cpu().numpy().astype(np.uint32)
+        np.random.set_state((s["kind"], keys, s["pos"], s["has_gauss"], s["cached_gaussian"]))
+    if "cuda" in state and torch.cuda.is_available():
+        saved = [t.cpu() for t in state["cuda"]][: torch.cuda.device_count()]
+        for device, t in enumerate(saved):
+            torch.cuda.set_rng_state(t, device)
+
+
+# -- a run folder's checkpoints ----------------------------------------------------------------
+
+_NUMBERED = re.compile(r"checkpoint_(\d+)\.pt")
+
+
+def _atomic_link(source: Path, target: Path) -> None:
+    """Make `target` a hard link to (or, where links fail, a copy of) `source`, atomically."""
+
+    def write(tmp: Path) -> None:
+        tmp.unlink()
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+
+    _atomic_write(target, write)
+
+
+class CheckpointManager:
+    """The checkpoints of one run folder.
+
+    `save` writes `checkpoint_<step>.pt`, points `last.pt` at it and, when `metric` beats the best
+    recorded so far, `best.pt` too. `last.pt` and `best.pt` are hard links (copies where the file
+    system has none): their own directory entries, so pruning old numbered files never removes
+    them. Only the `keep_last` newest numbered checkpoints are kept. The best metric and its step
+    live in `checkpoints.json`, written atomically, so a resumed run keeps comparing against it.
+    The run folder is created (with its parents) when the manager is.
+    """
+
+    def __init__(self, run_dir: str | Path, keep_last: int = 3):
+        if keep_last < 0:
+            raise ValueError(f"keep_last must be >= 0, got {keep_last}")
+        self.run_dir, self.keep_last = Path(run_dir), keep_last
+        self.index_path = self.run_dir / "checkpoints.json"
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+
+    def _read_index(self) -> dict:
+        if not self.index_path.is_file():
+            return {"best": None, "last_step": None}
+        try:
+            return json.loads(self.index_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise CheckpointError(f"{self.index_path}: unreadable ({exc})") from exc
+
+    def _improves(self, metric: float | None, higher_is_better: bool) -> bool:
+        if metric is None or math.isnan(metric):
+            return False
+        best = self._read_index()["best"]
+        if best is None:
+            return True
+        return metric > best["metric"] if higher_is_better else metric < best["metric"]
+
+    def save(
+        self, step: int, payload: dict, metric: float | None = None, higher_is_better: bool = True
+    ) -> Path:
+        """Write the checkpoint of `step`; update last/best; prune. Returns the numbered path."""
+        path = self.run_dir / f"checkpoint_{step}.pt"
+        save_checkpoint(payload, path)
+        _atomic_link(path, self.run_dir / "last.pt")
+        index = self._read_index()
+        if self._improves(metric, higher_is_better):
+            _atomic_link(path, self.run_dir / "best.pt")
+            index["best"] = {"step": step, "metric": metric, "higher_is_better": higher_is_better}
+        index["last_step"] = step
+        text = json.dumps(index, indent=2)
+        _atomic_write(self.index_path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        numbered = self.checkpoints()
+        for old in numbered[: max(len(numbered) - self.keep_last, 0)]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def checkpoints(self) -> list[Path]:
+        """The numbered checkpoints, sorted by step (numerically: 9 before 10)."""
+        if not self.run_dir.is_dir():
+            return []
+        found = [(m, p) for p in self.run_dir.iterdir() if (m := _NUMBERED.fullmatch(p.name))]
+        return [p for m, p in sorted(found, key=lambda mp: int(mp[0].group(1)))]
+
+    def latest(self) -> Path | None:
+        """`last.pt` if present, else the highest numbered checkpoint, else None."""
+        last = self.run_dir / "last.pt"
+        if last.is_file():
+            return last
+        numbered = self.checkpoints()
+        return numbered[-1] if numbered else None
+
+    def best(self) -> Path | None:
+        """`best.pt` if present, else None."""
+        best = self.run_dir / "best.pt"
+        return best if best.is_file() else None
+
+
+# -- averaging ---------------------------------------------------------------------------------
+
+
+def average_checkpoints(paths: Sequence[str | Path]) -> dict:
+    """The payload of `paths[-1]` with "model" replaced by the mean of every path's "model".
+
+    Floating-point tensors are summed in float64 and cast back to their dtype; integer and bool
+    buffers (e.g. step counters) are taken from the last checkpoint, as in fairseq's
+    `scripts/average_checkpoints.py`. The files are read one at a time.
+
+    Raises:
+        CheckpointError: naming the path and key, when a file has no "model" or its keys or shapes
+            differ from the first file's.
+    """
+    if not paths:
+        raise CheckpointError("average_checkpoints: no checkpoint paths given")
+    sums: dict[str, torch.Tensor] = {}
+    reference: dict[str, torch.Tensor] = {}
+    last: dict = {}
+    for i, path in enumerate(paths):
+        last = load_checkpoint(path)
+        model = last.get("model")
+        if not isinstance(model, dict):
+            raise CheckpointError(f"{path}: no 'model' state dict to average")
+        if i == 0:
+            reference = model
+        _check_same_keys(path, paths[0], reference, model)
+        for key, tensor in model.items():
+            if isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
+                sums[key] = sums[key] + tensor.double() if key in sums else tensor.double()
+    averaged = {
+        key: (sums[key] / len(paths)).to(tensor.dtype) if key in sums else tensor
+        for key, tensor in last["model"].items()
+    }
+    return {**last, "model": averaged}
+
+
+def _check_same_keys(path: Any, first: Any, reference: dict, model: dict) -> None:
+    missing, extra = set(reference) - set(model), set(model) - set(reference)
+    if missing or extra:
+        key = sorted(missing or extra)[0]
+        where = "missing" if missing else "not in " + str(first)
+        raise CheckpointError(f"{path}: model key {key!r} {where}; cannot average")
+    for key, tensor in model.items():
+        if getattr(tensor, "shape", None) != getattr(reference[key], "shape", None):
+            raise CheckpointError(
+                f"{path}: model key {key!r} has shape {getattr(tensor, 'shape', None)}, "
+                f"{first} has {getattr(reference[key], 'shape', None)}; cannot average"
+            )
