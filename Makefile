@@ -54,3 +54,15 @@ bench: install
 
 clean:
 	rm -rf .pytest_cache .ruff_cache .hypothesis build dist
+
+# -- recipes: each trains, scores the best checkpoint on test and prints a few translations ------
+.PHONY: train-translation train-gru-attention train-gru train-lstm train-reverse
+train-translation: train-gru-attention
+train-gru-attention: install
+	$(SEQLAB) train recipes/multi30k-gru-attention.toml $(ARGS)
+train-gru: install
+	$(SEQLAB) train recipes/multi30k-gru.toml $(ARGS)
+train-lstm: install
+	$(SEQLAB) train recipes/multi30k-lstm.toml $(ARGS)
+train-reverse: install
+	$(SEQLAB) train recipes/reverse.toml $(ARGS)

@@ -18,12 +18,11 @@ import re
 import shutil
 import sys
 import tempfile
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
-
-import tomllib
 
 from seqlab.data.fetch import copy_verified, download, extract_member, sha256_file, unpack_gzip
 from seqlab.errors import ChecksumError, ConfigError, DataError

@@ -23,6 +23,7 @@ from seqlab.layers.embedding import (
 )
 from seqlab.layers.transformer import KV, TransformerDecoderStack, TransformerEncoderStack
 from seqlab.models.interfaces import DecoderState, Encoded
+from seqlab.models.seq2seq import Seq2Seq
 
 PAD_ID = 0  # seqlab vocabularies fix <pad> at id 0 (see seqlab/data/vocab.py)
 
@@ -148,20 +149,16 @@ class TransformerDecoder(nn.Module):
         return logits, dataclasses.replace(state, self_kv=self_kv, position=state.position + 1)
 
 
-class TransformerSeq2Seq(nn.Module):
-    """Encoder + decoder with the model interface the training loop and search expect."""
+class TransformerSeq2Seq(Seq2Seq):
+    """A `Seq2Seq` whose positional tables cap input and output length at `max_len` positions.
 
-    def __init__(self, encoder: TransformerEncoder, decoder: TransformerDecoder):
-        super().__init__()
-        self.encoder, self.decoder = encoder, decoder
+    `max_source_len` / `max_target_len` let inference truncate over-long inputs with a warning and
+    stop search before it runs out of positions, instead of failing inside the embedding.
+    """
 
-    def encode(self, src: Tensor, src_mask: Tensor) -> Encoded:
-        """src (B, S), src_mask (B, S) -> Encoded."""
-        return self.encoder(src, src_mask)
-
-    def forward(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor) -> Tensor:
-        """Teacher forcing: -> logits (B, T, V)."""
-        return self.decoder(tgt_in, self.encode(src, src_mask))
+    def __init__(self, encoder: TransformerEncoder, decoder: TransformerDecoder, max_len: int):
+        super().__init__(encoder, decoder)
+        self.max_source_len = self.max_target_len = max_len
 
 
 def _positional(config: TransformerConfig) -> nn.Module:
@@ -220,4 +217,4 @@ def build_transformer(
         TransformerDecoderStack(config.num_decoder_layers, *_stack_args(config)),
         output,
     )
-    return TransformerSeq2Seq(encoder, decoder)
+    return TransformerSeq2Seq(encoder, decoder, config.max_len)

@@ -1,0 +1,1 @@
+"""Benchmarks behind `make bench`: each writes benchmarks/results/<name>.json."""

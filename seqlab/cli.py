@@ -1,0 +1,224 @@
+"""The `seqlab` command: argparse subcommands that wire the library together, nothing more.
+
+Results go to stdout; logs, progress bars and errors to stderr. An error caused by input the user
+can fix (`SeqlabError`) is printed as one line naming the file, line or key, with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+
+def _corpora_list(args: argparse.Namespace) -> int:
+    from seqlab.data.corpus import list_corpora
+
+    for m in list_corpora():
+        if args.names:
+            print(m.name)
+        else:
+            print(f"{m.name}\t{','.join(m.languages)}\t{','.join(m.splits)}\t{m.licence}")
+    return 0
+
+
+def _corpora_fetch(args: argparse.Namespace) -> int:
+    from seqlab.data.corpus import fetch_corpus
+
+    print(fetch_corpus(args.name, progress=not args.quiet))
+    return 0
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from seqlab.config import load_recipe
+    from seqlab.tasks import prepare_task
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    prepared = prepare_task(recipe)
+    print(f"recipe: {recipe.name} ({recipe.task}, corpus {recipe.data.corpus})")
+    print(prepared.summary())
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from seqlab.config import load_recipe
+    from seqlab.run import train_translation
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    run_dir = Path(args.run_dir or Path("runs") / recipe.name)
+    summary = train_translation(recipe, run_dir, resume=args.resume)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _read_lines(path: str | None) -> list[str]:
+    from seqlab.data.readers import read_lines
+
+    if path is None or path == "-":
+        return [line.rstrip("\n") for line in sys.stdin]
+    return list(read_lines(path, strip=False))
+
+
+def _write_lines(path: str | None, lines: list[str]) -> None:
+    """To stdout, or atomically to `path` (a temp file renamed into place once complete)."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    text = "".join(line + "\n" for line in lines)
+    if path is None or path == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _translate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from seqlab.inference import Translator
+
+    translator = Translator.from_checkpoint(args.checkpoint, device=args.device)
+    lines = _read_lines(args.input)
+    nbest = max(args.nbest, 1)
+    beam = max(args.beam_size or translator.decode.beam_size, nbest)
+    with tqdm(total=len(lines), desc="translate", file=sys.stderr, disable=None) as bar:
+        results = translator.translate(
+            lines,
+            beam_size=beam,
+            nbest=nbest,
+            length_penalty=args.length_penalty,
+            batch_size=args.batch_size,
+            max_tokens=args.max_tokens,
+            progress=bar,
+        )
+    if nbest == 1:
+        out = [hyps[0].text if hyps else "" for hyps in results]
+    else:  # n-best: "LINE<TAB>RANK<TAB>SCORE<TAB>TEXT", line and rank counted from 1
+        out = [
+            f"{n}\t{r}\t{h.score:.4f}\t{h.text}"
+            for n, hyps in enumerate(results, 1)
+            for r, h in enumerate(hyps, 1)
+        ]
+    _write_lines(args.output, out)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from seqlab.run import evaluate_translation
+
+    scores = evaluate_translation(
+        Path(args.checkpoint),
+        _read_lines(args.src),
+        _read_lines(args.ref),
+        beam_size=args.beam_size,
+        show=0,
+    )
+    for key in ("bleu", "chrf", "bleu_tok_lc"):
+        if key in scores and (key != "bleu_tok_lc" or args.tok_lc):
+            print(f"{key}\t{scores[key]['score']:.2f}\t{scores[key]['signature']}")
+    if args.json:
+        _write_lines(args.json, [json.dumps(scores, indent=2)])
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="seqlab", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    corpora = sub.add_parser("corpora", help="list or fetch the known corpora")
+    corpora_sub = corpora.add_subparsers(dest="corpora_command", required=True, metavar="ACTION")
+    listing = corpora_sub.add_parser(
+        "list", help="one line per corpus: name, languages, splits, licence"
+    )
+    listing.add_argument("--names", action="store_true", help="print names only")
+    listing.set_defaults(func=_corpora_list)
+    fetch = corpora_sub.add_parser(
+        "fetch", help="make a corpus available locally; print its folder"
+    )
+    fetch.add_argument("name")
+    fetch.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    fetch.set_defaults(func=_corpora_fetch)
+
+    prepare = sub.add_parser("prepare", help="fetch, tokenize and cache a recipe's corpus")
+    prepare.add_argument("recipe", help="recipe TOML file")
+    prepare.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. data.min_freq=3")
+    prepare.set_defaults(func=_prepare)
+
+    train = sub.add_parser("train", help="train a recipe, then score its best checkpoint on test")
+    train.add_argument("recipe", help="recipe TOML file")
+    train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. train.max_steps=200")
+    train.add_argument("--run-dir", help="output folder (default: runs/<recipe name>)")
+    train.add_argument(
+        "--resume", action="store_true", help="continue the run in --run-dir exactly"
+    )
+    train.set_defaults(func=_train)
+
+    translate = sub.add_parser("translate", help="translate lines (stdin to stdout by default)")
+    translate.add_argument("checkpoint")
+    translate.add_argument("-i", "--input", help="input file (default: stdin)")
+    translate.add_argument(
+        "-o", "--output", help="output file, written atomically (default: stdout)"
+    )
+    translate.add_argument("--beam-size", type=int, help="beam size (default: the recipe's)")
+    translate.add_argument(
+        "--nbest",
+        type=int,
+        default=1,
+        help="hypotheses per line; >1 prints LINE<TAB>RANK<TAB>SCORE<TAB>TEXT",
+    )
+    size = translate.add_mutually_exclusive_group()
+    size.add_argument("--batch-size", type=int, help="sentences per batch")
+    size.add_argument("--max-tokens", type=int, help="source tokens per batch")
+    translate.add_argument(
+        "--length-penalty", type=float, help="GNMT alpha (default: the recipe's)"
+    )
+    translate.add_argument("--device", default="cpu")
+    translate.set_defaults(func=_translate)
+
+    evaluate = sub.add_parser("evaluate", help="BLEU and chrF (sacrebleu) of a checkpoint on files")
+    evaluate.add_argument("checkpoint")
+    evaluate.add_argument("--src", required=True)
+    evaluate.add_argument("--ref", required=True)
+    evaluate.add_argument("--beam-size", type=int)
+    evaluate.add_argument("--tok-lc", action="store_true", help="also tokenized-lowercased BLEU")
+    evaluate.add_argument("--json", help="write all scores to this JSON file")
+    evaluate.set_defaults(func=_evaluate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from seqlab.errors import SeqlabError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SeqlabError as error:
+        print(f"seqlab: error: {error}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        sys.stderr.close()  # the reader went away (e.g. `| head`): not an error of ours
+        return 0
+    except OSError as error:  # unreadable input, unwritable output: name the file, no traceback
+        print(f"seqlab: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("seqlab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,267 @@
+"""Recipes: one TOML file per experiment, read strictly into frozen dataclasses.
+
+A recipe has top-level `name`, `task`, `seed` and the sections `[data]`, `[model]` (with
+`kind = ...` choosing a model family from `seqlab.models.MODELS`), `[train]` and `[decode]`.
+`load_recipe(path, ["train.max_steps=200"])` applies overrides parsed as TOML literals, then builds
+the dataclasses strictly: an unknown key is an error naming the key, the file and the closest valid
+key; a value of the wrong type names the key and the expected type. Nothing downstream reads raw
+dictionaries (no `cfg.get` deep inside modules).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from seqlab.errors import ConfigError
+
+Precision = Literal["fp32", "bf16", "fp16"]
+
+
+@dataclass(frozen=True)
+class TranslationData:
+    """Where the parallel text comes from and how it becomes ids."""
+
+    corpus: str = "multi30k"  # a manifest name, or "synthetic"
+    src_lang: str = "de"
+    tgt_lang: str = "en"
+    train_split: str = "train"
+    valid_split: str = "val"
+    test_split: str | None = "test_2016_flickr"
+    tokenizer: Literal["word", "char", "sentencepiece"] = "word"
+    lowercase: bool = True
+    joint_vocab: bool = False  # one tokenizer and vocabulary for both sides
+    min_freq: int = 2
+    max_vocab: int | None = None
+    sp_model_type: Literal["bpe", "unigram"] = "bpe"
+    sp_vocab_size: int = 8000
+    sp_character_coverage: float = 1.0
+    max_len: int | None = 100  # drop training pairs with a side longer than this (tokens)
+    max_len_ratio: float | None = None  # drop training pairs whose length ratio exceeds this
+    num_proc: int = 1  # processes for the tokenizing map
+    synthetic_task: Literal["copy", "reverse", "sort"] = "reverse"
+    synthetic_size: int = 20000
+    synthetic_symbols: int = 20
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The optimisation loop: steps, batches, optimiser, schedule, checkpoints."""
+
+    max_steps: int = 10000
+    max_epochs: int | None = None
+    max_tokens: int | None = 4096  # token budget per batch (padded source or target tokens)
+    batch_size: int | None = None  # cap on sentences per batch (with or instead of max_tokens)
+    accumulate: int = 1  # batches per optimiser step
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.98)
+    schedule: Literal["constant", "inverse_sqrt", "cosine", "linear"] = "inverse_sqrt"
+    warmup_steps: int = 1000
+    min_lr_ratio: float = 0.0
+    clip_norm: float | None = 1.0
+    label_smoothing: float = 0.1
+    valid_every: int = 1000
+    log_every: int = 50
+    keep_last: int = 3
+    patience: int | None = None  # validations without improvement before stopping
+    metric: Literal["bleu", "loss"] = "bleu"
+    valid_max_sentences: int | None = None  # cap on sentences decoded for validation BLEU
+    device: str = "auto"
+    precision: Precision = "fp32"
+    compile: bool = False
+    num_workers: int = 0
+
+    def __post_init__(self):
+        if self.max_tokens is None and self.batch_size is None:
+            raise ValueError("set train.max_tokens, train.batch_size or both")
+        for key in ("max_steps", "accumulate", "valid_every", "log_every", "keep_last"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"train.{key} = {getattr(self, key)} must be at least 1")
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """Search settings for validation, evaluation and the CLI (overridable there)."""
+
+    beam_size: int = 5
+    valid_beam_size: int = 1
+    length_penalty: float = 1.0
+    length_penalty_kind: Literal["gnmt", "average", "none"] = "gnmt"
+    max_len_a: float = 1.5
+    max_len_b: int = 10
+    batch_size: int = 64
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """`kind` picks the family in `seqlab.models.MODELS`; `config` is that family's dataclass."""
+
+    kind: str
+    config: Any
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    task: str
+    seed: int
+    data: Any
+    model: ModelSpec
+    train: TrainConfig = field(default_factory=TrainConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    path: str | None = None
+
+    def to_dict(self) -> dict:
+        """Plain dict (TOML-shaped) of the resolved recipe, stored in checkpoints."""
+        return {
+            "name": self.name,
+            "task": self.task,
+            "seed": self.seed,
+            "data": dataclasses.asdict(self.data),
+            "model": {"kind": self.model.kind, **dataclasses.asdict(self.model.config)},
+            "train": dataclasses.asdict(self.train),
+            "decode": dataclasses.asdict(self.decode),
+        }
+
+
+DATA_CONFIGS: dict[str, type] = {"translation": TranslationData}
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        return " | ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
+    if typing.get_origin(tp) is tuple:
+        return "array of " + ", ".join(_type_name(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check `value` against annotation `tp`; return it (ints widen to float, lists to tuples)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if isinstance(tp, types.UnionType) or origin is typing.Union:
+        if value is None and type(None) in args:  # a resolved recipe read back from a checkpoint
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError:
+                pass
+    elif origin is Literal:
+        if value in args:
+            return value
+    elif origin is tuple:
+        if isinstance(value, list | tuple) and len(value) == len(args):
+            return tuple(_coerce(v, a, where) for v, a in zip(value, args))
+    elif tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp in (bool, str):
+        if isinstance(value, tp):
+            return value
+    else:
+        return value
+    raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+
+
+def build_dataclass(cls: type, values: dict, where: str, source: str) -> Any:
+    """Build frozen dataclass `cls` from `values`, rejecting unknown keys and wrong types.
+
+    `where` is the section's dotted name (for messages), `source` the recipe file.
+    """
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    kwargs = {}
+    for key, value in values.items():
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(names)}"
+            raise ConfigError(f"{source}: unknown key '{where}.{key}'{hint}")
+        kwargs[key] = _coerce(value, hints[key], f"{source}: key '{where}.{key}'")
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{source}: section [{where}]: {error}") from error
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'train.lr=3e-4' -> (['train', 'lr'], 3e-4); the value is a TOML literal, else a string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override '{text}': expected KEY=VALUE, e.g. train.max_steps=200")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key.strip().split("."), value
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = raw
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{text}': '{part}' is not a section")
+        node[path[-1]] = value
+    return raw
+
+
+TOP_KEYS = ("name", "task", "seed", "data", "model", "train", "decode")
+
+
+def recipe_from_dict(raw: dict, source: str = "<recipe>") -> Recipe:
+    """Build a `Recipe` strictly from a TOML-shaped dict (a file's or a checkpoint's)."""
+    from seqlab.models import MODELS
+
+    for key in raw:
+        if key not in TOP_KEYS:
+            close = difflib.get_close_matches(key, TOP_KEYS, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"{source}: unknown top-level key '{key}'{hint}")
+    task = _coerce(raw.get("task", "translation"), str, f"{source}: key 'task'")
+    if task not in DATA_CONFIGS:
+        raise ConfigError(f"{source}: unknown task '{task}'; known: {', '.join(DATA_CONFIGS)}")
+    model_raw = dict(raw.get("model", {}))
+    kind = model_raw.pop("kind", None)
+    if kind not in MODELS:
+        raise ConfigError(
+            f"{source}: [model] kind = {kind!r} is not one of: {', '.join(sorted(MODELS))}"
+        )
+    model_cls = MODELS[kind].config
+    return Recipe(
+        name=_coerce(raw.get("name", Path(source).stem), str, f"{source}: key 'name'"),
+        task=task,
+        seed=_coerce(raw.get("seed", 1), int, f"{source}: key 'seed'"),
+        data=build_dataclass(DATA_CONFIGS[task], raw.get("data", {}), "data", source),
+        model=ModelSpec(kind, build_dataclass(model_cls, model_raw, "model", source)),
+        train=build_dataclass(TrainConfig, raw.get("train", {}), "train", source),
+        decode=build_dataclass(DecodeConfig, raw.get("decode", {}), "decode", source),
+        path=source,
+    )
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read a recipe file, apply `overrides` ('section.key=value'), and validate it strictly."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"recipe not found: {path}")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from error
+    return recipe_from_dict(apply_overrides(raw, overrides or []), str(path))

@@ -1,0 +1,169 @@
+"""Corpora as Hugging Face `datasets` tables: Arrow on disk, memory-mapped, cached by fingerprint.
+
+Text rows come from a generator (the strict readers in `readers.py`), so a corpus larger than memory
+streams into Arrow once. Every derived table (tokenized ids, length-filtered) carries a fingerprint
+built from the input files' sha256 and the tokenizer settings, so changing either rebuilds it and
+nothing else does. Tokenizing runs as a batched `map` with `num_proc` workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+from seqlab.data.tokenize import Tokenizer, tokenizer_from_config
+from seqlab.data.vocab import Vocab
+
+logging.getLogger("datasets").setLevel(logging.ERROR)
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short stable hash of JSON-able parts (file hashes, settings, versions)."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode("utf-8")
+    return hashlib.sha256(blob).hexdigest()[:24]
+
+
+def text_dataset(
+    rows: Callable[..., Iterator[dict]], kwargs: dict, fp: str, cache_dir: Path
+) -> datasets.Dataset:
+    """Materialise `rows(**kwargs)` as an Arrow table cached under `cache_dir` by `fp`."""
+    with _quiet_progress():
+        return datasets.Dataset.from_generator(
+            rows, gen_kwargs=kwargs, cache_dir=str(cache_dir), fingerprint=fp
+        )
+
+
+def _encode_batch(batch: dict, columns: dict, settings: dict) -> dict:
+    """`map` worker: text columns -> id columns (tokenizers rebuilt per worker from settings)."""
+    out = {}
+    for text_column, id_column in columns.items():
+        tokenizer_config, model_bytes, tokens = settings[text_column]
+        tokenizer = _worker_tokenizer(tokenizer_config, model_bytes)
+        vocab = _worker_vocab(tokens)
+        out[id_column] = [vocab.encode(tokenizer.tokenize(text)) for text in batch[text_column]]
+    return out
+
+
+_WORKER_CACHE: dict[str, Any] = {}
+
+
+def _worker_tokenizer(config: dict, model_bytes: bytes | None) -> Tokenizer:
+    key = "tok:" + fingerprint(config, hashlib.sha256(model_bytes or b"").hexdigest())
+    if key not in _WORKER_CACHE:
+        _WORKER_CACHE[key] = tokenizer_from_config(config, model_bytes)
+    return _WORKER_CACHE[key]
+
+
+def _worker_vocab(tokens: list[str]) -> Vocab:
+    key = "vocab:" + fingerprint(tokens)
+    if key not in _WORKER_CACHE:
+        _WORKER_CACHE[key] = Vocab(tokens)
+    return _WORKER_CACHE[key]
+
+
+def tokenizer_settings(tokenizer: Tokenizer, vocab: Vocab) -> tuple[dict, bytes | None, list[str]]:
+    """What a worker process needs to rebuild a tokenizer and vocabulary (picklable, hashable)."""
+    return tokenizer.config(), getattr(tokenizer, "model_bytes", None), list(vocab.tokens)
+
+
+def encode_dataset(
+    ds: datasets.Dataset,
+    sides: dict[str, tuple[str, Tokenizer, Vocab]],
+    *,
+    num_proc: int = 1,
+) -> datasets.Dataset:
+    """Add id columns: `sides` maps a text column to (id column, tokenizer, vocab).
+
+    The new fingerprint combines the input table's with every tokenizer's settings and vocabulary,
+    so the cached Arrow file is reused exactly when nothing that shapes the ids changed.
+    """
+    columns = {text: id_col for text, (id_col, _, _) in sides.items()}
+    settings = {text: tokenizer_settings(tok, vocab) for text, (_, tok, vocab) in sides.items()}
+    fp = fingerprint(
+        ds._fingerprint,
+        columns,
+        {k: (c, hashlib.sha256(m or b"").hexdigest(), t) for k, (c, m, t) in settings.items()},
+    )
+    with _quiet_progress():
+        return ds.map(
+            _encode_batch,
+            batched=True,
+            fn_kwargs={"columns": columns, "settings": settings},
+            num_proc=num_proc if num_proc > 1 else None,
+            new_fingerprint=fp,
+        )
+
+
+@dataclass
+class FilterReport:
+    """How many rows a filter kept and, per reason, how many it dropped."""
+
+    kept: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        reasons = ", ".join(f"{n} {why}" for why, n in self.dropped.items() if n) or "none"
+        return f"kept {self.kept}, dropped {sum(self.dropped.values())} ({reasons})"
+
+
+def _drop_reason(src: list, tgt: list, max_len: int | None, max_ratio: float | None) -> str:
+    if not src or not tgt:
+        return "empty side"
+    if max_len is not None and max(len(src), len(tgt)) > max_len:
+        return f"longer than {max_len} tokens"
+    if max_ratio is not None and max(len(src), len(tgt)) > max_ratio * min(len(src), len(tgt)):
+        return f"length ratio above {max_ratio}"
+    return ""
+
+
+def _reasons_batch(batch: dict, max_len: int | None, max_ratio: float | None) -> dict:
+    reasons = [
+        _drop_reason(s, t, max_len, max_ratio) for s, t in zip(batch["src_ids"], batch["tgt_ids"])
+    ]
+    return {"drop": reasons}
+
+
+def filter_pairs(
+    ds: datasets.Dataset, *, max_len: int | None, max_ratio: float | None, num_proc: int = 1
+) -> tuple[datasets.Dataset, FilterReport]:
+    """Drop pairs with an empty side, a side over `max_len` tokens or a ratio over `max_ratio`.
+
+    Returns the kept rows and a report counting each reason, so nothing disappears unexplained.
+    """
+    fp = fingerprint(ds._fingerprint, "filter", max_len, max_ratio)
+    with _quiet_progress():
+        marked = ds.map(
+            _reasons_batch,
+            batched=True,
+            fn_kwargs={"max_len": max_len, "max_ratio": max_ratio},
+            num_proc=num_proc if num_proc > 1 else None,
+            new_fingerprint=fp + "m",
+        )
+        report = FilterReport()
+        for reason in marked["drop"]:
+            if reason:
+                report.dropped[reason] = report.dropped.get(reason, 0) + 1
+        kept = marked.filter(
+            lambda b: [not r for r in b["drop"]], batched=True, new_fingerprint=fp + "f"
+        ).remove_columns("drop")
+    report.kept = len(kept)
+    return kept, report
+
+
+class _quiet_progress:
+    """Silence datasets' own progress bars (our CLI reports what it did in one summary)."""
+
+    def __enter__(self):
+        self._was = datasets.utils.logging.is_progress_bar_enabled()
+        datasets.utils.logging.disable_progress_bar()
+
+    def __exit__(self, *exc):
+        if self._was:
+            datasets.utils.logging.enable_progress_bar()

@@ -1,0 +1,170 @@
+"""Translate text with a trained model: tokenize, batch by length, search, detokenize, reorder.
+
+`Translator` is used by validation during training, by `seqlab translate` / `seqlab evaluate`, and
+by other projects (`Translator.from_checkpoint(path).translate(lines)`). It keeps the contract of
+the CLI: exactly one result per input line, in input order; an empty line gives an empty result;
+a line longer than the model accepts is truncated with a warning on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from seqlab.checkpoint import load_checkpoint
+from seqlab.config import DecodeConfig, Recipe, recipe_from_dict
+from seqlab.data.batch import collate
+from seqlab.data.tokenize import tokenizer_from_config
+from seqlab.data.vocab import Side, Vocab
+from seqlab.decoding.search import beam_search, greedy_search
+from seqlab.errors import CheckpointError
+from seqlab.models import build_model
+
+
+@dataclass(frozen=True)
+class Translation:
+    """One hypothesis: detokenized text, its search score and its target token ids."""
+
+    text: str
+    score: float
+    tokens: tuple[int, ...]
+
+
+def side_to_payload(side: Side) -> dict:
+    """A tokenizer + vocabulary as checkpoint-safe values (strings, lists, a uint8 tensor)."""
+    model = getattr(side.tokenizer, "model_bytes", None)
+    return {
+        "tokenizer": json.dumps(side.tokenizer.config()),
+        "model": None if model is None else torch.frombuffer(bytearray(model), dtype=torch.uint8),
+        "vocab": list(side.vocab.tokens),
+    }
+
+
+def side_from_payload(payload: dict) -> Side:
+    model = payload.get("model")
+    model_bytes = None if model is None else bytes(model.numpy().tobytes())
+    tokenizer = tokenizer_from_config(json.loads(payload["tokenizer"]), model_bytes)
+    return Side(tokenizer, Vocab(payload["vocab"]))
+
+
+class Translator:
+    """Search over a `Seq2Seq`-style model (`.encode`, `.decoder`) with source/target sides."""
+
+    def __init__(self, model: nn.Module, src: Side, tgt: Side, decode: DecodeConfig | None = None):
+        self.model, self.src, self.tgt = model, src, tgt
+        self.decode = decode or DecodeConfig()
+        self.max_source_len: int | None = getattr(model, "max_source_len", None)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> Translator:
+        model, recipe, src, tgt = load_translation_checkpoint(path, device)
+        return cls(model, src, tgt, recipe.decode)
+
+    def encode_line(self, line: str, number: int) -> list[int]:
+        ids = self.src.vocab.encode(self.src.tokenizer.tokenize(line))
+        limit = self.max_source_len
+        if limit is not None and len(ids) + 1 > limit:
+            print(
+                f"warning: input line {number} has {len(ids)} tokens; truncated to {limit - 1}",
+                file=sys.stderr,
+            )
+            ids = ids[: limit - 1]
+        return ids
+
+    def batches(self, ids: list[list[int]], batch_size: int, max_tokens: int | None):
+        """Indices of non-empty inputs, sorted by length, cut into batches."""
+        order = sorted((i for i, x in enumerate(ids) if x), key=lambda i: len(ids[i]))
+        batch: list[int] = []
+        for i in order:
+            longest = len(ids[i]) + 1
+            if batch and (
+                len(batch) >= batch_size
+                or (max_tokens is not None and longest * (len(batch) + 1) > max_tokens)
+            ):
+                yield batch
+                batch = []
+            batch.append(i)
+        if batch:
+            yield batch
+
+    @torch.no_grad()
+    def translate(
+        self,
+        lines: list[str],
+        *,
+        beam_size: int | None = None,
+        nbest: int = 1,
+        length_penalty: float | None = None,
+        batch_size: int | None = None,
+        max_tokens: int | None = None,
+        progress=None,
+    ) -> list[list[Translation]]:
+        """One list of up to `nbest` translations per input line (empty for an empty line)."""
+        d = self.decode
+        beam_size = beam_size or d.beam_size
+        was_training = self.model.training
+        self.model.eval()
+        device = next(self.model.parameters()).device
+        ids = [self.encode_line(line, n) if line.strip() else [] for n, line in enumerate(lines, 1)]
+        results: list[list[Translation]] = [[] for _ in lines]
+        for batch in self.batches(ids, batch_size or d.batch_size, max_tokens):
+            collated = collate(
+                [(ids[i], []) for i in batch],
+                pad_id=self.src.vocab.pad_id,
+                eos_id=self.src.vocab.eos_id,
+            ).to(device)
+            encoded = self.model.encode(collated.src, collated.src_mask)
+            for i, hyps in zip(batch, self.search(encoded, beam_size, nbest, length_penalty)):
+                results[i] = [self.detokenize(h) for h in hyps]
+            if progress is not None:
+                progress.update(len(batch))
+        self.model.train(was_training)
+        return results
+
+    def search(self, encoded, beam_size: int, nbest: int, length_penalty: float | None):
+        d, vocab = self.decode, self.tgt.vocab
+        common = {
+            "bos_id": vocab.bos_id,
+            "eos_id": vocab.eos_id,
+            "max_len_a": d.max_len_a,
+            "max_len_b": d.max_len_b,
+            "max_len": getattr(self.model, "max_target_len", None),
+        }
+        if beam_size == 1 and nbest == 1:
+            return greedy_search(self.model.decoder, encoded, **common)
+        return beam_search(
+            self.model.decoder,
+            encoded,
+            beam_size=beam_size,
+            nbest=nbest,
+            length_penalty=d.length_penalty if length_penalty is None else length_penalty,
+            length_penalty_kind=d.length_penalty_kind,
+            **common,
+        )
+
+    def detokenize(self, hyp) -> Translation:
+        tokens = self.tgt.vocab.decode(list(hyp.tokens))
+        return Translation(
+            self.tgt.tokenizer.detokenize(tokens), float(hyp.score), tuple(hyp.tokens)
+        )
+
+
+def load_translation_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
+    """(model in eval mode, recipe, source side, target side) from a training checkpoint."""
+    state = load_checkpoint(path, map_location=device)
+    for key in ("recipe", "model", "src", "tgt"):
+        if key not in state:
+            raise CheckpointError(f"{path}: not a translation checkpoint (no '{key}' entry)")
+    recipe: Recipe = recipe_from_dict(state["recipe"], f"{path} (recipe)")
+    src, tgt = side_from_payload(state["src"]), side_from_payload(state["tgt"])
+    model = build_model(recipe.model, len(src.vocab), len(tgt.vocab))
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as error:
+        raise CheckpointError(f"{path}: weights do not fit the recipe's model: {error}") from error
+    return model.to(device).eval(), recipe, src, tgt

@@ -1,0 +1,145 @@
+"""Translation as a training task: batches, loss and validation for `seqlab.train.Trainer`.
+
+The data stage lives in `translation_data.py`; decoding and detokenizing in `seqlab.inference`.
+Loss is label-smoothed cross-entropy over real target tokens (summed here; the trainer divides by
+the tokens of the accumulated group). Validation reports teacher-forced loss and perplexity (no
+smoothing) and BLEU of greedy or beam output, detokenized, scored by sacrebleu.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import partial
+
+import datasets
+import pyarrow.compute as pc
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from seqlab.config import Recipe
+from seqlab.data.batch import Batch, collate
+from seqlab.data.sampler import BucketBatchSampler
+from seqlab.evaluation.bleu import corpus_scores
+from seqlab.evaluation.metrics import perplexity
+from seqlab.inference import Translator, side_to_payload
+from seqlab.losses import masked_cross_entropy
+from seqlab.models import build_model
+from seqlab.tasks.translation_data import PreparedTranslation
+
+
+class PairTable(torch.utils.data.Dataset):
+    """(src_ids, tgt_ids) rows of an Arrow table, fetched a whole batch at a time."""
+
+    def __init__(self, table: datasets.Dataset):
+        self.table = table.select_columns(["src_ids", "tgt_ids"])
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitem__(self, index: int) -> tuple[list[int], list[int]]:
+        row = self.table[index]
+        return row["src_ids"], row["tgt_ids"]
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[list[int], list[int]]]:
+        rows = self.table[indices]
+        return list(zip(rows["src_ids"], rows["tgt_ids"]))
+
+
+def pair_lengths(table: datasets.Dataset) -> list[tuple[int, int]]:
+    """Padded (source, target) sizes per row: +1 for the EOS / BOS that `collate` adds."""
+    src = pc.list_value_length(table.data.column("src_ids")).to_numpy() + 1
+    tgt = pc.list_value_length(table.data.column("tgt_ids")).to_numpy() + 1
+    return list(zip(src.tolist(), tgt.tolist()))
+
+
+class TranslationTask:
+    """Binds a prepared corpus, a model and a recipe for the trainer (see `seqlab.train.Task`)."""
+
+    def __init__(self, recipe: Recipe, data: PreparedTranslation, *, rank: int = 0, world: int = 1):
+        self.recipe, self.data = recipe, data
+        self.model: nn.Module = build_model(recipe.model, len(data.src.vocab), len(data.tgt.vocab))
+        cfg = recipe.train
+        self.sampler = BucketBatchSampler(
+            pair_lengths(data.splits["train"]),
+            max_tokens=cfg.max_tokens,
+            batch_size=cfg.batch_size,
+            shuffle=True,
+            seed=recipe.seed,
+            num_replicas=world,
+            rank=rank,
+        )
+        self.train_rows = PairTable(data.splits["train"])
+        self.collate = partial(
+            collate,
+            pad_id=data.src.vocab.pad_id,
+            bos_id=data.tgt.vocab.bos_id,
+            eos_id=data.tgt.vocab.eos_id,
+        )
+
+    def batches(self, epoch: int, skip: int) -> Iterator[Batch]:
+        self.sampler.set_epoch(epoch)
+        order = list(self.sampler)[skip:]
+        # A DataLoader draws its base seed from the global generator unless given one; its own
+        # generator keeps the global stream (dropout) identical across a resume.
+        generator = torch.Generator().manual_seed(self.recipe.seed * 100003 + epoch)
+        loader = DataLoader(
+            self.train_rows,
+            batch_sampler=order,
+            collate_fn=self.collate,
+            num_workers=self.recipe.train.num_workers,
+            generator=generator,
+        )
+        yield from loader
+
+    def loss(self, model: nn.Module, batch: Batch) -> tuple[Tensor, int]:
+        logits = model(batch.src, batch.src_mask, batch.tgt_in)  # (B, T, V)
+        loss = masked_cross_entropy(
+            logits.float(),
+            batch.tgt_out,
+            batch.tgt_mask,
+            label_smoothing=self.recipe.train.label_smoothing,
+            reduction="sum",
+        )
+        return loss, batch.num_tokens
+
+    def translator(self, model: nn.Module) -> Translator:
+        return Translator(model, self.data.src, self.data.tgt, self.recipe.decode)
+
+    def validate(self, model: nn.Module) -> dict[str, float]:
+        device = next(model.parameters()).device
+        valid = self.data.splits["valid"]
+        nll, tokens = 0.0, 0
+        rows = PairTable(valid)
+        order = BucketBatchSampler(
+            pair_lengths(valid),
+            max_tokens=self.recipe.train.max_tokens,
+            batch_size=self.recipe.train.batch_size,
+            shuffle=False,
+        )
+        loader = DataLoader(
+            rows,
+            batch_sampler=order,
+            collate_fn=self.collate,
+            generator=torch.Generator().manual_seed(0),
+        )
+        for batch in loader:
+            batch = batch.to(device)
+            logits = model(batch.src, batch.src_mask, batch.tgt_in)
+            nll += masked_cross_entropy(
+                logits.float(), batch.tgt_out, batch.tgt_mask, reduction="sum"
+            ).item()
+            tokens += batch.num_tokens
+        metrics = {"loss": nll / max(tokens, 1), "ppl": perplexity(nll, tokens)}
+        limit = self.recipe.train.valid_max_sentences or len(valid)
+        sample = valid.select(range(min(limit, len(valid))))
+        hyps = self.translator(model).translate(
+            sample["src"], beam_size=self.recipe.decode.valid_beam_size
+        )
+        scores = corpus_scores([h[0].text for h in hyps], sample["tgt"], tok_lc=True)
+        metrics["bleu"] = scores["bleu"]["score"]
+        metrics["bleu_tok_lc"] = scores["bleu_tok_lc"]["score"]
+        return metrics
+
+    def checkpoint_extras(self) -> dict:
+        return {"src": side_to_payload(self.data.src), "tgt": side_to_payload(self.data.tgt)}

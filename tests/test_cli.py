@@ -1,0 +1,139 @@
+"""The `seqlab` command on a tiny synthetic run: file in, file out, errors as one line."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+
+import pytest
+
+from seqlab.cli import main
+from seqlab.config import load_recipe
+from seqlab.run import train_translation
+from tests.conftest import REPO
+
+TINY = [
+    "data.synthetic_size=300",
+    "train.max_steps=4",
+    "train.valid_every=4",
+    "train.valid_max_sentences=10",
+    "train.device='cpu'",
+]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("cli") / "reverse"
+    train_translation(load_recipe(REPO / "recipes" / "reverse.toml", TINY), run_dir)
+    return run_dir / "best.pt"
+
+
+def run_cli(args, capsys, monkeypatch, stdin: str = "") -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_translate_keeps_one_line_per_input_line(checkpoint, capsys, monkeypatch):
+    code, out, _ = run_cli(["translate", checkpoint], capsys, monkeypatch, "a b c\n\nd e\n")
+    assert code == 0
+    lines = out.split("\n")
+    assert len(lines) == 4 and lines[3] == ""  # three lines, each ended by a newline
+    assert lines[1] == ""  # empty in, empty out
+
+
+def test_translate_files_and_nbest(checkpoint, tmp_path, capsys, monkeypatch):
+    source = tmp_path / "in.txt"
+    source.write_text("a b c\nd e f g\n")
+    target = tmp_path / "out.txt"
+    code, out, _ = run_cli(
+        ["translate", checkpoint, "-i", source, "-o", target, "--nbest", "3"], capsys, monkeypatch
+    )
+    assert code == 0 and out == ""
+    rows = [line.split("\t") for line in target.read_text().splitlines()]
+    assert [(r[0], r[1]) for r in rows] == [(str(n), str(k)) for n in (1, 2) for k in (1, 2, 3)]
+    for n in ("1", "2"):
+        scores = [float(r[2]) for r in rows if r[0] == n]
+        assert scores == sorted(scores, reverse=True)
+
+
+def test_beam_one_and_greedy_agree_through_the_cli(checkpoint, capsys, monkeypatch):
+    text = "a b c\nd e f g h\n"
+    _, greedy, _ = run_cli(["translate", checkpoint, "--beam-size", "1"], capsys, monkeypatch, text)
+    _, batched, _ = run_cli(
+        ["translate", checkpoint, "--beam-size", "1", "--batch-size", "1"],
+        capsys,
+        monkeypatch,
+        text,
+    )
+    assert greedy == batched
+
+
+def test_evaluate_prints_sacrebleu_signatures(checkpoint, tmp_path, capsys, monkeypatch):
+    (tmp_path / "src.txt").write_text("a b c\nd e\n")
+    (tmp_path / "ref.txt").write_text("c b a\ne d\n")
+    code, out, _ = run_cli(
+        [
+            "evaluate",
+            checkpoint,
+            "--src",
+            tmp_path / "src.txt",
+            "--ref",
+            tmp_path / "ref.txt",
+            "--tok-lc",
+        ],
+        capsys,
+        monkeypatch,
+    )
+    assert code == 0
+    assert [line.split("\t")[0] for line in out.splitlines()] == ["bleu", "chrf", "bleu_tok_lc"]
+    assert "nrefs:1" in out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["translate", "missing.pt"], "missing.pt"),
+        (["train", REPO / "recipes" / "reverse.toml", "train.max_step=3"], "max_steps"),
+        (["train", REPO / "recipes" / "reverse.toml", "train.lr='fast'"], "train.lr"),
+        (["train", "nope.toml"], "nope.toml"),
+    ],
+)
+def test_bad_input_is_one_line_naming_the_culprit(args, message, capsys, monkeypatch):
+    code, _, err = run_cli(args, capsys, monkeypatch)
+    assert code == 2
+    assert err.startswith("seqlab: error:") and message in err
+    assert "Traceback" not in err
+
+
+def test_corrupt_checkpoint_and_unwritable_output(checkpoint, tmp_path, capsys, monkeypatch):
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(checkpoint.read_bytes()[:1000])
+    code, _, err = run_cli(["translate", broken], capsys, monkeypatch, "a b\n")
+    assert code == 2 and str(broken) in err
+    target = tmp_path / "no" / "such" / "dir.txt"
+    code, _, err = run_cli(["translate", checkpoint, "-o", target], capsys, monkeypatch, "a b\n")
+    assert code == 2 and "dir.txt" in err and not target.exists()
+
+
+def test_evaluate_rejects_mismatched_files(checkpoint, tmp_path, capsys, monkeypatch):
+    (tmp_path / "src.txt").write_text("a b\nc d\n")
+    (tmp_path / "ref.txt").write_text("b a\n")
+    code, _, err = run_cli(
+        ["evaluate", checkpoint, "--src", tmp_path / "src.txt", "--ref", tmp_path / "ref.txt"],
+        capsys,
+        monkeypatch,
+    )
+    assert code == 2 and "2 source lines" in err
+
+
+def test_module_entry_point_runs():
+    result = subprocess.run(
+        [sys.executable, "-m", "seqlab", "corpora", "list", "--names"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "multi30k" in result.stdout.split()

@@ -1,0 +1,150 @@
+"""The training loop: exact resumption, Ctrl-C, non-finite losses, accumulation, early stopping."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from seqlab.config import load_recipe
+from seqlab.run import train_translation
+from seqlab.train import Trainer, TrainingError
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = [
+    "data.synthetic_size=300",
+    "model.embed_dim=16",
+    "model.hidden_size=16",
+    "train.max_tokens=300",
+    "train.log_every=1",
+    "train.valid_every=4",
+    "train.valid_max_sentences=20",
+    "train.warmup_steps=2",
+    "model.dropout=0.2",
+]
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    records = [json.loads(x) for x in (run_dir / "log.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in records if "loss" in r}
+
+
+def test_resume_after_interrupt_logs_the_same_losses(tmp_path):
+    recipe = load_recipe(REPO / "recipes" / "reverse.toml", [*TINY, "train.max_steps=10"])
+    train_translation(recipe, tmp_path / "straight")
+
+    def interrupt(step: int) -> None:
+        if step == 6:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_translation(recipe, tmp_path / "resumed", on_step=interrupt)
+    assert (tmp_path / "resumed" / "last.pt").exists()
+    train_translation(recipe, tmp_path / "resumed", resume=True)
+    straight, resumed = losses(tmp_path / "straight"), losses(tmp_path / "resumed")
+    assert sorted(straight) == list(range(1, 11))
+    assert resumed == straight  # exactly, step by step, across the interruption
+
+
+def test_existing_run_needs_resume(tmp_path):
+    recipe = load_recipe(REPO / "recipes" / "reverse.toml", [*TINY, "train.max_steps=2"])
+    summary = train_translation(recipe, tmp_path / "run")
+    assert (tmp_path / "run" / "best.pt").exists() and "test" in summary
+    with pytest.raises(TrainingError, match="--resume"):
+        train_translation(recipe, tmp_path / "run")
+
+
+# -- the loop on a fake task: a linear regression whose batches are plain tensors --------------
+
+
+@dataclass(frozen=True)
+class FakeBatch:
+    x: torch.Tensor  # (B, 4)
+    y: torch.Tensor  # (B,)
+
+    @property
+    def num_tokens(self) -> int:
+        return self.x.size(0)
+
+    def to(self, device):
+        return self
+
+
+class FakeTask:
+    def __init__(self, batches: list[FakeBatch], nan_at: int | None = None, metrics=None):
+        torch.manual_seed(0)
+        self.model = nn.Linear(4, 1)
+        self.data, self.nan_at, self.calls = batches, nan_at, 0
+        self.metrics = iter(metrics or [])
+
+    def batches(self, epoch, skip):
+        yield from self.data[skip:]
+
+    def loss(self, model, batch):
+        self.calls += 1
+        loss = ((model(batch.x).squeeze(-1) - batch.y) ** 2).sum()
+        if self.nan_at is not None and self.calls >= self.nan_at:
+            loss = loss * float("nan")
+        return loss, batch.num_tokens
+
+    def validate(self, model):
+        return {"loss": next(self.metrics, 1.0)}
+
+    def checkpoint_extras(self):
+        return {}
+
+
+def fake_batches(n: int, size: int = 3) -> list[FakeBatch]:
+    g = torch.Generator().manual_seed(1)
+    return [
+        FakeBatch(torch.randn(size, 4, generator=g), torch.randn(size, generator=g))
+        for _ in range(n)
+    ]
+
+
+def trainer(task, tmp_path, *overrides) -> Trainer:
+    recipe = load_recipe(
+        REPO / "recipes" / "reverse.toml",
+        [
+            "train.schedule='constant'",
+            "train.warmup_steps=0",
+            "train.lr=0.1",
+            "train.clip_norm=0.0",
+            "train.weight_decay=0.0",
+            *overrides,
+        ],
+    )
+    return Trainer(task, recipe, tmp_path, metric_key="loss", higher_is_better=False)
+
+
+def test_accumulated_group_equals_one_big_batch(tmp_path):
+    small = fake_batches(2, size=3)
+    big = [FakeBatch(torch.cat([b.x for b in small]), torch.cat([b.y for b in small]))]
+    a = trainer(FakeTask(small), tmp_path / "a", "train.accumulate=2", "train.max_steps=1")
+    b = trainer(FakeTask(big), tmp_path / "b", "train.max_steps=1")
+    a.fit()
+    b.fit()
+    for p, q in zip(a.model.parameters(), b.model.parameters()):
+        torch.testing.assert_close(p, q)
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    t = trainer(
+        FakeTask(fake_batches(20), nan_at=7), tmp_path, "train.valid_every=3", "train.max_steps=20"
+    )
+    with pytest.raises(TrainingError, match="non-finite loss"):
+        t.fit()
+    from seqlab.checkpoint import load_checkpoint
+
+    assert load_checkpoint(tmp_path / "last.pt")["progress"]["step"] == 6
+
+
+def test_early_stopping_with_patience(tmp_path):
+    task = FakeTask(fake_batches(50), metrics=[1.0, 0.5, 0.6, 0.7, 0.4])
+    t = trainer(task, tmp_path, "train.valid_every=2", "train.max_steps=50", "train.patience=2")
+    summary = t.fit()
+    assert summary["stopped_early"] and summary["step"] == 8 and summary["best"] == 0.5
