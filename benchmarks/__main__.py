@@ -1,7 +1,7 @@
 """Run every benchmark (`python -m benchmarks`) or the ones named (`python -m benchmarks padding`).
 
-Each benchmark module has `run() -> dict`; results land in benchmarks/results/<name>.json and a
-Markdown summary in benchmarks/results/README.md.
+Each benchmark module has `run() -> dict`; results land in benchmarks/results/<name>.json
+(with the machine and versions) and a Markdown table of them is printed on stdout.
 """
 
 from __future__ import annotations

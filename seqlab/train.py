@@ -285,6 +285,13 @@ class Trainer:
             }
         )
         bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_s:.0f}")
+        if bar.disable and self.rank == 0:  # no terminal (a log file, CI): one line per window
+            print(
+                f"step {p.step}/{self.cfg.max_steps}: loss {loss:.3f}, lr {lr:.2e}, "
+                f"{tokens_per_s:.0f} tokens/s",
+                file=sys.stderr,
+                flush=True,
+            )
         p.window_loss, p.window_tokens = 0.0, 0
 
 
