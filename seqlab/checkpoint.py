@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import random
 import re
 import shutil
@@ -89,13 +90,19 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
 
     Raises:
         CheckpointError: naming `path`, when the file is missing, truncated or corrupt, not a
-            seqlab checkpoint, or written by a newer version of seqlab.
+            seqlab checkpoint, holds pickled objects (which would run code), or was written by
+            a newer version of seqlab.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:  # the weights-only unpickler met an object it will not build
+        raise CheckpointError(
+            f"{path}: refused to load: it holds pickled Python objects beyond tensors and plain "
+            "values, which could run code; seqlab checkpoints never do"
+        ) from None
     except Exception as exc:  # torch raises several types for truncated or foreign files
         raise CheckpointError(
             f"{path}: unreadable checkpoint (truncated or corrupt?): {exc}"
@@ -262,13 +269,15 @@ def average_checkpoints(paths: Sequence[str | Path]) -> dict:
     `scripts/average_checkpoints.py`. The files are read one at a time.
 
     Raises:
-        CheckpointError: naming the path and key, when a file has no "model" or its keys or shapes
-            differ from the first file's.
+        CheckpointError: naming the path and key, when a file has no "model", its keys or shapes
+            differ from the first file's, or so do its recipe's [model] section or vocabularies
+            (same-shaped weights of different models must not be averaged).
     """
     if not paths:
         raise CheckpointError("average_checkpoints: no checkpoint paths given")
     sums: dict[str, torch.Tensor] = {}
     reference: dict[str, torch.Tensor] = {}
+    identity: dict = {}
     last: dict = {}
     for i, path in enumerate(paths):
         last = load_checkpoint(path)
@@ -276,7 +285,12 @@ def average_checkpoints(paths: Sequence[str | Path]) -> dict:
         if not isinstance(model, dict):
             raise CheckpointError(f"{path}: no 'model' state dict to average")
         if i == 0:
-            reference = model
+            reference, identity = model, _model_identity(last)
+        for what, value in _model_identity(last).items():
+            if value != identity[what]:
+                raise CheckpointError(
+                    f"{path}: its {what} differs from {paths[0]}'s; cannot average"
+                )
         _check_same_keys(path, paths[0], reference, model)
         for key, tensor in model.items():
             if isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
@@ -286,6 +300,16 @@ def average_checkpoints(paths: Sequence[str | Path]) -> dict:
         for key, tensor in last["model"].items()
     }
     return {**last, "model": averaged}
+
+
+def _model_identity(state: dict) -> dict:
+    """What must agree, beyond weight shapes, for checkpoints to be averaged."""
+    recipe = state.get("recipe")
+    return {
+        "[model] section of the recipe": recipe.get("model") if isinstance(recipe, dict) else None,
+        "source vocabulary": (state.get("src") or {}).get("vocab"),
+        "target vocabulary": (state.get("tgt") or {}).get("vocab"),
+    }
 
 
 def _check_same_keys(path: Any, first: Any, reference: dict, model: dict) -> None:

@@ -84,6 +84,44 @@ def _write_lines(path: str | None, lines: list[str]) -> None:
         raise
 
 
+def _plotted_line(args: argparse.Namespace, lines: list[str]) -> int | None:
+    """Index of the one line `--attention-plot` draws (None without the flag); checks the flags."""
+    from seqlab.errors import ConfigError
+
+    if args.attention_plot is None:
+        if args.attention_layer is not None or args.attention_head is not None:
+            raise ConfigError("--attention-layer and --attention-head need --attention-plot FILE")
+        return None
+    filled = [i for i, line in enumerate(lines) if line.strip()]
+    if len(filled) != 1:
+        raise ConfigError(
+            f"--attention-plot needs exactly one non-empty input line, got {len(filled)}"
+        )
+    return filled[0]
+
+
+def _attention_plot(
+    args: argparse.Namespace, translator, line: str, number: int, hyps: list
+) -> None:
+    """Draw where the best hypothesis of `line` looked in the source, to args.attention_plot."""
+    from seqlab.plot import cross_attention, plot_attention, token_labels
+
+    src_ids = translator.encode_line(line, number)
+    out_ids = list(hyps[0].tokens) if hyps else []
+    weights = cross_attention(
+        translator.model, src_ids, out_ids, args.attention_layer, args.attention_head
+    )  # (T, S)
+    words = translator.src.tokenizer.tokenize(line)[: len(src_ids)]
+    src_tokens = [*words, "<eos>"] if len(words) == len(src_ids) else None
+    plot_attention(
+        weights,
+        src_tokens or token_labels(translator.src.vocab, src_ids),
+        token_labels(translator.tgt.vocab, out_ids),
+        args.attention_plot,
+        title=line if len(line) <= 80 else line[:77] + "...",
+    )
+
+
 def _translate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -91,6 +129,7 @@ def _translate(args: argparse.Namespace) -> int:
 
     translator = Translator.from_checkpoint(args.checkpoint, device=args.device)
     lines = _read_lines(args.input)
+    plotted = _plotted_line(args, lines)
     nbest = max(args.nbest, 1)
     beam = max(args.beam_size or translator.decode.beam_size, nbest)
     with tqdm(total=len(lines), desc="translate", file=sys.stderr, disable=None) as bar:
@@ -111,7 +150,46 @@ def _translate(args: argparse.Namespace) -> int:
             for n, hyps in enumerate(results, 1)
             for r, h in enumerate(hyps, 1)
         ]
+    if plotted is not None:
+        _attention_plot(args, translator, lines[plotted], plotted + 1, results[plotted])
     _write_lines(args.output, out)
+    return 0
+
+
+def _average_inputs(args: argparse.Namespace) -> list:
+    """The checkpoint paths to average: as given, or the last N numbered ones of a run folder."""
+    from pathlib import Path
+
+    from seqlab.checkpoint import CheckpointManager
+    from seqlab.errors import CheckpointError, ConfigError
+
+    if args.last is None:
+        return [Path(p) for p in args.checkpoints]
+    if len(args.checkpoints) != 1:
+        raise ConfigError(f"--last N takes one RUN_DIR, got {len(args.checkpoints)} paths")
+    if args.last < 1:
+        raise ConfigError(f"--last must be at least 1, got {args.last}")
+    run_dir = Path(args.checkpoints[0])
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir}: no such run folder")
+    numbered = CheckpointManager(run_dir).checkpoints()
+    if args.last > len(numbered):
+        raise CheckpointError(
+            f"{run_dir}: --last {args.last} asks for more checkpoints than the "
+            f"{len(numbered)} numbered ones (checkpoint_<step>.pt) it holds"
+        )
+    return numbered[-args.last :]
+
+
+def _average(args: argparse.Namespace) -> int:
+    from seqlab.checkpoint import average_checkpoints, save_checkpoint
+
+    paths = _average_inputs(args)
+    payload = average_checkpoints(paths)
+    payload["averaged_from"] = [str(p) for p in paths]
+    save_checkpoint(payload, args.output)
+    print(f"averaged {len(paths)} checkpoints: {', '.join(map(str, paths))}", file=sys.stderr)
+    print(args.output)
     return 0
 
 
@@ -187,7 +265,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--length-penalty", type=float, help="GNMT alpha (default: the recipe's)"
     )
     translate.add_argument("--device", default="cpu")
+    translate.add_argument(
+        "--attention-plot",
+        metavar="FILE.png",
+        help="with exactly one input line: draw where the best output looked in the source",
+    )
+    translate.add_argument(
+        "--attention-layer", type=int, help="Transformer decoder layer to plot (default: last)"
+    )
+    translate.add_argument(
+        "--attention-head", type=int, help="Transformer head to plot (default: mean of heads)"
+    )
     translate.set_defaults(func=_translate)
+
+    average = sub.add_parser(
+        "average", help="average checkpoints' weights into one checkpoint (fairseq-style)"
+    )
+    average.add_argument(
+        "checkpoints", nargs="+", metavar="CKPT", help="checkpoints, or one RUN_DIR with --last"
+    )
+    average.add_argument(
+        "--last", type=int, metavar="N", help="the last N numbered checkpoints of RUN_DIR"
+    )
+    average.add_argument("-o", "--output", required=True, help="averaged checkpoint to write")
+    average.set_defaults(func=_average)
 
     evaluate = sub.add_parser("evaluate", help="BLEU and chrF (sacrebleu) of a checkpoint on files")
     evaluate.add_argument("checkpoint")

@@ -146,6 +146,18 @@ class TransformerDecoderLayer(_Residual):
         x = self._post(x, self.self_attn(h, h, h, causal=True), self.norm1)
         return self._cross_and_ffn(x, memory_kv, memory_mask)  # (B, T, H)
 
+    def cross_attention_weights(self, x: Tensor, memory_kv: KV, memory_mask: Tensor) -> Tensor:
+        """The cross-attention weights `forward` computes for input x (B, T, H): (B, h, T, S).
+
+        Read-only, for inspection and plots: it repeats `forward` up to the cross-attention on
+        the explicit softmax path (weights before dropout); `forward` itself stays on fused SDPA.
+        """
+        h = self._pre(x, self.norm1)
+        x = self._post(x, self.self_attn(h, h, h, causal=True), self.norm1)
+        h = self._pre(x, self.norm2)  # (B, T, H)
+        _, weights = self.cross_attn.attend(h, *memory_kv, key_mask=memory_mask, need_weights=True)
+        return weights  # (B, h, T, S)
+
     def step(
         self, x: Tensor, self_kv_cache: KV, memory_kv: KV, memory_mask: Tensor
     ) -> tuple[Tensor, KV]:
@@ -233,6 +245,17 @@ class TransformerDecoderStack(nn.Module):
         for layer, kv in zip(self.layers, memory_kv, strict=True):
             x = layer(x, kv, memory_mask)
         return self.final_norm(x)
+
+    def cross_attention_weights(
+        self, x: Tensor, memory_kv: tuple[KV, ...], memory_mask: Tensor, layer: int = -1
+    ) -> Tensor:
+        """Teacher forcing up to `layer` (negative counts from the end): its cross-attention
+        weights (B, h, T, S) for input x (B, T, H). Raises IndexError for a layer out of range.
+        """
+        index = range(len(self.layers))[layer]
+        for i in range(index):
+            x = self.layers[i](x, memory_kv[i], memory_mask)  # (B, T, H)
+        return self.layers[index].cross_attention_weights(x, memory_kv[index], memory_mask)
 
     def step(
         self, x: Tensor, caches: tuple[KV, ...], memory_kv: tuple[KV, ...], memory_mask: Tensor

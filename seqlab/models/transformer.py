@@ -131,6 +131,29 @@ class TransformerDecoder(nn.Module):
         memory_kv = self.stack.project_memory(encoded.memory)
         return self.output(self.stack(x, memory_kv, encoded.mask))  # (B, T, V)
 
+    def attention_weights(
+        self, tgt_in: Tensor, encoded: Encoded, layer: int = -1, head: int | None = None
+    ) -> Tensor:
+        """Cross-attention weights (B, T, S) of a teacher-forced pass (row t: where y_t looked).
+
+        Read-only (for plots); `forward` is unchanged. Call in eval mode for dropout-free weights.
+
+        Args:
+            tgt_in: (B, T) ids starting with BOS.
+            encoded: the encoder's output for the sources.
+            layer: which decoder layer, 0-based; negative counts from the end (-1: the last).
+            head: one head's weights, or None for the mean over heads.
+
+        Raises:
+            IndexError: `layer` or `head` out of range.
+        """
+        x = self.positional(self.embedding(tgt_in))  # (B, T, H)
+        memory_kv = self.stack.project_memory(encoded.memory)
+        weights = self.stack.cross_attention_weights(x, memory_kv, encoded.mask, layer)
+        if head is None:
+            return weights.mean(dim=1)  # (B, T, S)
+        return weights[:, range(weights.size(1))[head]]  # (B, T, S)
+
     def init_state(self, encoded: Encoded) -> TransformerState:
         """Cross-attention K/V projected once per source; empty self-attention caches."""
         return TransformerState(
