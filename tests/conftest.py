@@ -42,3 +42,47 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "corpus" in item.keywords:
             item.add_marker(skip)
+
+
+# A tiny trained `reverse` run shared by the CLI, plotting and README tests: checkpoints at steps
+# 2, 4 and 6 plus best.pt, trained once per session on one thread (tiny models run faster so).
+TINY_REVERSE = [
+    "data.synthetic_size=300",
+    "train.max_steps=6",
+    "train.valid_every=2",
+    "train.valid_max_sentences=10",
+    "train.device='cpu'",
+    "train.max_tokens=300",
+    "model.hidden_size=16",
+    "model.embed_dim=8",
+]
+
+
+@pytest.fixture(scope="session")
+def reverse_run_dir(tmp_path_factory) -> Path:
+    import torch
+
+    from seqlab.config import load_recipe
+    from seqlab.run import train_translation
+
+    run_dir = tmp_path_factory.mktemp("tiny") / "reverse"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train_translation(load_recipe(REPO / "recipes" / "reverse.toml", TINY_REVERSE), run_dir)
+    finally:
+        torch.set_num_threads(threads)
+    return run_dir
+
+
+def run_cli(args, capsys, monkeypatch, stdin: str = "") -> tuple[int, str, str]:
+    """`seqlab ARGS` in process with `stdin` fed in: (exit code, stdout, stderr)."""
+    import io
+    import sys
+
+    from seqlab.cli import main
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -2,38 +2,17 @@
 
 from __future__ import annotations
 
-import io
 import subprocess
 import sys
 
 import pytest
 
-from seqlab.cli import main
-from seqlab.config import load_recipe
-from seqlab.run import train_translation
-from tests.conftest import REPO
-
-TINY = [
-    "data.synthetic_size=300",
-    "train.max_steps=4",
-    "train.valid_every=4",
-    "train.valid_max_sentences=10",
-    "train.device='cpu'",
-]
+from tests.conftest import REPO, run_cli
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("cli") / "reverse"
-    train_translation(load_recipe(REPO / "recipes" / "reverse.toml", TINY), run_dir)
-    return run_dir / "best.pt"
-
-
-def run_cli(args, capsys, monkeypatch, stdin: str = "") -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
+def checkpoint(reverse_run_dir):
+    return reverse_run_dir / "best.pt"
 
 
 def test_translate_keeps_one_line_per_input_line(checkpoint, capsys, monkeypatch):

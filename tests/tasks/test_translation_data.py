@@ -1,0 +1,110 @@
+"""The translation data stage: prepare → tokenizers, vocabularies, filtered and cached id tables."""
+
+from __future__ import annotations
+
+import pytest
+
+from seqlab.config import ModelSpec, load_recipe
+from seqlab.errors import DataError
+from seqlab.models import build_model
+from seqlab.models.transformer import TransformerConfig
+from seqlab.tasks.translation import TranslationTask
+from seqlab.tasks.translation_data import prepare
+from tests.conftest import REPO
+
+REVERSE = REPO / "recipes" / "reverse.toml"
+
+
+def test_prepare_synthetic_builds_consistent_id_tables(tmp_path):
+    recipe = load_recipe(REVERSE, ["data.synthetic_size=300"])
+    data = prepare(recipe, cache=tmp_path)
+    assert set(data.splits) == {"train", "valid", "test"}
+    train = data.splits["train"]
+    assert len(train) == 300 and data.report.kept == 300
+    row = train[0]
+    assert data.src.vocab.encode(row["src"].split()) == row["src_ids"]
+    assert data.tgt.vocab.decode(row["tgt_ids"]) == row["tgt"].split()
+    assert "train: 300 pairs" in data.summary()
+
+
+def test_prepare_reuses_its_cache_and_rebuilds_on_new_settings(tmp_path):
+    recipe = load_recipe(REVERSE, ["data.synthetic_size=200"])
+    first = prepare(recipe, cache=tmp_path)
+    again = prepare(recipe, cache=tmp_path)
+    assert again.splits["train"]._fingerprint == first.splits["train"]._fingerprint
+    assert again.src.vocab == first.src.vocab
+    changed = prepare(
+        load_recipe(REVERSE, ["data.synthetic_size=200", "data.max_len=5"]), cache=tmp_path
+    )
+    assert changed.splits["train"]._fingerprint != first.splits["train"]._fingerprint
+
+
+def test_length_filter_reports_every_dropped_pair(tmp_path):
+    recipe = load_recipe(REVERSE, ["data.synthetic_size=300", "data.max_len=6"])
+    data = prepare(recipe, cache=tmp_path)
+    report = data.report
+    dropped = sum(report.dropped.values())
+    assert dropped > 0 and report.kept + dropped == 300
+    assert set(report.dropped) == {"longer than 6 tokens"}
+    assert all(len(ids) <= 6 for ids in data.splits["train"]["src_ids"])
+    assert "dropped" in data.summary()
+
+
+def test_joint_sentencepiece_vocabulary_allows_shared_embeddings(tmp_path):
+    overrides = [
+        "data.synthetic_size=400",
+        "data.tokenizer='sentencepiece'",
+        "data.joint_vocab=true",
+        "data.sp_vocab_size=28",
+        "data.sp_model_type='bpe'",
+    ]
+    data = prepare(load_recipe(REVERSE, overrides), cache=tmp_path)
+    assert data.src.vocab is data.tgt.vocab
+    assert data.src.vocab.tokens[:4] == ("<pad>", "<unk>", "<bos>", "<eos>")
+    row = data.splits["valid"][0]
+    assert data.tgt.tokenizer.detokenize(data.tgt.vocab.decode(row["tgt_ids"])) == row["tgt"]
+    config = TransformerConfig(
+        d_model=16,
+        num_heads=2,
+        d_ff=32,
+        num_encoder_layers=1,
+        num_decoder_layers=1,
+        share_embeddings=True,
+    )
+    model = build_model(ModelSpec("transformer", config), len(data.src.vocab), len(data.tgt.vocab))
+    assert model.encoder.embedding is model.decoder.embedding
+
+
+def test_task_batches_cover_the_epoch_and_skip_exactly(tmp_path):
+    recipe = load_recipe(REVERSE, ["data.synthetic_size=300", "train.max_tokens=200"])
+    task = TranslationTask(recipe, prepare(recipe, cache=tmp_path))
+    batches = list(task.batches(epoch=0, skip=0))
+    assert sum(b.src.size(0) for b in batches) == 300
+    assert all(b.src.numel() <= 200 and b.tgt_in.numel() <= 200 for b in batches)
+    resumed = list(task.batches(epoch=0, skip=3))
+    assert [b.src.tolist() for b in resumed] == [b.src.tolist() for b in batches[3:]]
+    other = list(task.batches(epoch=1, skip=0))
+    assert [b.src.tolist() for b in other] != [b.src.tolist() for b in batches]
+
+
+def test_unknown_split_names_the_recipe_key(tmp_path):
+    recipe = load_recipe(
+        REPO / "recipes" / "multi30k-gru-attention.toml", ["data.valid_split='dev'"]
+    )
+    with pytest.raises(DataError, match="valid_split"):
+        prepare(recipe, cache=tmp_path)
+
+
+@pytest.mark.corpus
+def test_prepare_multi30k_slice(tmp_path):
+    """The real corpus through the whole data stage (val as a small training split)."""
+    recipe = load_recipe(
+        REPO / "recipes" / "multi30k-gru-attention.toml",
+        ["data.train_split='val'", "data.min_freq=1"],
+    )
+    data = prepare(recipe, cache=tmp_path)
+    assert len(data.splits["valid"]) == 1014 and len(data.splits["test"]) == 1000
+    assert data.report.kept + sum(data.report.dropped.values()) == 1014
+    first = data.splits["test"][0]
+    assert first["src"].startswith("Ein Mann mit einem orangefarbenen Hut")
+    assert data.src.vocab.unk_id not in data.splits["valid"][0]["src_ids"]
