@@ -56,7 +56,7 @@ clean:
 	rm -rf .pytest_cache .ruff_cache .hypothesis build dist
 
 # -- recipes: each trains, scores the best checkpoint on test and prints a few translations ------
-.PHONY: train-translation train-gru-attention train-gru train-lstm train-reverse
+.PHONY: train-translation train-gru-attention train-gru train-lstm train-transformer train-reverse
 train-translation: train-gru-attention
 train-gru-attention: install
 	$(SEQLAB) train recipes/multi30k-gru-attention.toml $(ARGS)
@@ -64,5 +64,7 @@ train-gru: install
 	$(SEQLAB) train recipes/multi30k-gru.toml $(ARGS)
 train-lstm: install
 	$(SEQLAB) train recipes/multi30k-lstm.toml $(ARGS)
+train-transformer: install
+	$(SEQLAB) train recipes/multi30k-transformer.toml $(ARGS)
 train-reverse: install
 	$(SEQLAB) train recipes/reverse.toml $(ARGS)
