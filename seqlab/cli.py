@@ -45,12 +45,14 @@ def _train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from seqlab.config import load_recipe
-    from seqlab.run import train_translation
+    from seqlab.distributed import is_main
+    from seqlab.run import train_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
     run_dir = Path(args.run_dir or Path("runs") / recipe.name)
-    summary = train_translation(recipe, run_dir, resume=args.resume)
-    print(json.dumps(summary, indent=2))
+    summary = train_recipe(recipe, run_dir, resume=args.resume)
+    if is_main():  # under torchrun: once, from rank 0
+        print(json.dumps(summary, indent=2))
     return 0
 
 
@@ -213,6 +215,45 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _generate(args: argparse.Namespace) -> int:
+    from seqlab.generate import GenerationSettings, TextGenerator
+
+    settings = GenerationSettings(
+        max_len=args.max_len,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        num=args.num,
+        seed=args.seed,
+    )
+    settings.check()
+    generator = TextGenerator.from_checkpoint(args.checkpoint, device=args.device)
+    _write_lines(None, generator.generate(args.prefix, settings))
+    return 0
+
+
+def _add_generate(sub) -> None:
+    generate = sub.add_parser(
+        "generate", help="continue a prefix with a language model (one line per sample)"
+    )
+    generate.add_argument("checkpoint")
+    generate.add_argument("--prefix", default="", help="text to continue (default: none)")
+    generate.add_argument(
+        "--max-len", type=int, default=100, help="tokens to generate at most (default 100)"
+    )
+    generate.add_argument(
+        "--temperature", type=float, default=1.0, help="sampling temperature; 0 = greedy"
+    )
+    generate.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest")
+    generate.add_argument(
+        "--top-p", type=float, default=1.0, help="sample in the nucleus of mass p"
+    )
+    generate.add_argument("--seed", type=int, help="random seed (same seed, same samples)")
+    generate.add_argument("--num", type=int, default=1, help="number of samples (default 1)")
+    generate.add_argument("--device", default="cpu")
+    generate.set_defaults(func=_generate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seqlab", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -298,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--tok-lc", action="store_true", help="also tokenized-lowercased BLEU")
     evaluate.add_argument("--json", help="write all scores to this JSON file")
     evaluate.set_defaults(func=_evaluate)
+    _add_generate(sub)
     return parser
 
 

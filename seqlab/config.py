@@ -51,6 +51,107 @@ class TranslationData:
 
 
 @dataclass(frozen=True)
+class MaskedLMData:
+    """BERT pretraining data: sentence pairs of a corpus's paragraphs, masked anew each epoch."""
+
+    corpus: str = "wikitext-2"  # a "lines" manifest: one paragraph per line
+    train_split: str = "train"
+    valid_split: str = "valid"
+    tokenizer: Literal["sentencepiece", "whitespace"] = "sentencepiece"
+    lowercase: bool = True
+    min_freq: int = 5  # whitespace vocabulary (d2l: 5)
+    max_vocab: int | None = None
+    sp_model_type: Literal["bpe", "unigram"] = "bpe"
+    sp_vocab_size: int = 10000
+    sp_character_coverage: float = 1.0
+    max_len: int = 64  # tokens of <cls> A <sep> B <sep>; the longer side is truncated
+    next_prob: float = 0.5  # share of pairs whose B is the true next sentence
+    mask_prob: float = 0.15  # share of non-special tokens chosen for prediction
+    mask_token_prob: float = 0.8  # of those: replaced by <mask>
+    random_token_prob: float = 0.1  # of those: replaced by a random token (the rest unchanged)
+    max_train_pairs: int | None = None  # keep the first N training pairs (smoke runs)
+    max_valid_pairs: int | None = None
+    num_proc: int = 1
+
+    def __post_init__(self):
+        for key in ("next_prob", "mask_prob", "mask_token_prob", "random_token_prob"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ValueError(f"data.{key} = {getattr(self, key)} must be in [0, 1]")
+        if self.mask_token_prob + self.random_token_prob > 1.0:
+            raise ValueError("data.mask_token_prob + data.random_token_prob must be at most 1")
+        if self.max_len < 5:
+            raise ValueError(f"data.max_len = {self.max_len} leaves no room for two sentences")
+
+
+@dataclass(frozen=True)
+class ClassificationData:
+    """Sentence classification (SST-2), from a pretrained BERT checkpoint or from scratch."""
+
+    corpus: str = "sst2"  # a "tsv-labelled" manifest
+    train_split: str = "train"
+    valid_split: str = "dev"
+    num_classes: int = 2
+    pretrained: str | None = None  # a masked_lm checkpoint: its tokenizer, vocabulary, model
+    init: Literal["pretrained", "scratch"] = "pretrained"  # scratch: its vocabulary, fresh weights
+    tokenizer: Literal["sentencepiece", "whitespace"] = "whitespace"  # without `pretrained`
+    lowercase: bool = True
+    min_freq: int = 1
+    max_vocab: int | None = None
+    sp_model_type: Literal["bpe", "unigram"] = "bpe"
+    sp_vocab_size: int = 8000
+    sp_character_coverage: float = 1.0
+    max_len: int = 64  # tokens of <cls> sentence <sep>; longer sentences are truncated
+    max_train_examples: int | None = None  # keep the first N training sentences (smoke runs)
+    num_proc: int = 1
+
+
+@dataclass(frozen=True)
+class LanguageModelData:
+    """Language modelling: a corpus read as one token stream, cut for truncated BPTT.
+
+    Lines become tokens and are joined into one stream per split: `line_break = "eos"` appends
+    `<eos>` to every line, blank ones included (pytorch/examples on WikiText); "space" joins them
+    as running text (a `▁` between lines for characters; d2l on The Time Machine). A corpus
+    without a validation or test split gives the last `valid_fraction` / `test_fraction` of its
+    training stream (test last). The vocabulary comes from the training stream only.
+    """
+
+    corpus: str = "wikitext-2"  # a "lines" manifest, or "files" (train_path, valid_path, ...)
+    train_split: str = "train"
+    valid_split: str | None = None  # unset: carve valid_fraction off the training stream
+    test_split: str | None = None  # unset: carve test_fraction off the training stream (or none)
+    valid_fraction: float = 0.0
+    test_fraction: float = 0.0
+    train_path: str | None = None  # with corpus = "files": plain UTF-8 text files
+    valid_path: str | None = None
+    test_path: str | None = None
+    tokenizer: Literal["whitespace", "word", "char"] = "whitespace"
+    lowercase: bool = False
+    letters_only: bool = False  # d2l: every run of non-letters becomes one space
+    line_break: Literal["eos", "space"] = "eos"
+    min_freq: int = 1
+    max_vocab: int | None = None
+    bptt: int = 35  # time steps per training segment
+    partition: Literal["random", "sequential"] = "sequential"
+    eval_batch_size: int = 10  # rows of the validation/test streams (pytorch/examples: 10)
+    max_train_tokens: int | None = None  # keep the first N training tokens (smoke runs)
+    max_eval_tokens: int | None = None  # keep the first N validation and test tokens
+
+    def __post_init__(self):
+        for key in ("valid_fraction", "test_fraction"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise ValueError(f"data.{key} = {getattr(self, key)} must be in [0, 1)")
+        if self.valid_fraction + self.test_fraction >= 1.0:
+            raise ValueError("data.valid_fraction + data.test_fraction leave no training text")
+        for key in ("bptt", "eval_batch_size", "min_freq"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"data.{key} = {getattr(self, key)} must be at least 1")
+        for key in ("max_train_tokens", "max_eval_tokens"):
+            if getattr(self, key) is not None and getattr(self, key) < 2:
+                raise ValueError(f"data.{key} = {getattr(self, key)} must be at least 2")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """The optimisation loop: steps, batches, optimiser, schedule, checkpoints."""
 
@@ -74,8 +175,10 @@ class TrainConfig:
     metric: Literal["bleu", "loss"] = "bleu"
     valid_max_sentences: int | None = None  # cap on sentences decoded for validation BLEU
     device: str = "auto"
-    precision: Precision = "fp32"
-    compile: bool = False
+    precision: Precision = "fp32"  # bf16: autocast; fp16: autocast and a gradient scaler
+    compile: bool = False  # torch.compile the model's forward
+    fused_adamw: bool = False  # fused AdamW kernel where the device has one, else foreach
+    ddp_find_unused_parameters: bool = False  # torchrun: for models leaving parameters unused
     num_workers: int = 0
 
     def __post_init__(self):
@@ -131,7 +234,12 @@ class Recipe:
         }
 
 
-DATA_CONFIGS: dict[str, type] = {"translation": TranslationData}
+DATA_CONFIGS: dict[str, type] = {
+    "translation": TranslationData,
+    "masked_lm": MaskedLMData,
+    "classification": ClassificationData,
+    "language_model": LanguageModelData,
+}
 
 
 def _type_name(tp: Any) -> str:

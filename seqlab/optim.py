@@ -9,6 +9,7 @@ arguments; nothing here reads a config object.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Iterable
 
 import torch
@@ -27,14 +28,16 @@ def build_optimizer(
     weight_decay: float,
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
+    fused: bool = False,
 ) -> torch.optim.AdamW:
     """AdamW (Loshchilov & Hutter 2019) with decoupled weight decay on matrices only.
 
     The nanoGPT rule: parameters with dim >= 2 (linear and embedding weights) decay; parameters
     with dim < 2 (biases, LayerNorm/RMSNorm gains) do not, since shrinking them towards zero only
     fights the normalisation. Group 0 decays, group 1 does not (either may be empty). Frozen
-    parameters (requires_grad=False) are left out; tied weights appear once. torch chooses the
-    fused/foreach implementation by default.
+    parameters (requires_grad=False) are left out; tied weights appear once. With `fused`, the
+    fused kernel (one launch for all parameters) where every parameter's device has it, else the
+    foreach one (see `adamw_kernel`); without, torch's default choice.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
@@ -43,7 +46,31 @@ def build_optimizer(
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps)
+    kernel = adamw_kernel(params) if fused else {}
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, **kernel)
+
+
+def adamw_kernel(params: list[Tensor]) -> dict[str, bool]:
+    """{"fused": True} when every parameter is a floating tensor on a device with torch's fused
+    AdamW kernel (CUDA, CPU, MPS, ... as torch reports), else {"foreach": True} with a note on
+    stderr saying why."""
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+        devices = set(_get_fused_kernels_supported_devices())
+    except ImportError:  # pragma: no cover - an older or newer torch without the helper
+        devices = {"cuda"}
+    unsupported = sorted(
+        {str(p.device) for p in params if p.device.type not in devices or not p.is_floating_point()}
+    )
+    if not unsupported:
+        return {"fused": True}
+    print(
+        f"note: train.fused_adamw: no fused AdamW kernel for {', '.join(unsupported)}; "
+        "using the foreach implementation",
+        file=sys.stderr,
+    )
+    return {"foreach": True}
 
 
 def lr_multiplier(

@@ -7,12 +7,12 @@ logging (tqdm on stderr, JSONL in the run folder), validation, best/last checkpo
 stopping, exact resumption, Ctrl-C and non-finite losses. A checkpoint written here holds the
 resolved recipe, the task's vocabularies and tokenizers, the weights, optimiser/scheduler/RNG
 state and the data position, so `train --resume` continues exactly and inference needs nothing
-else.
+else. Under torchrun the same loop runs on every rank (see `Trainer`); how the forward and
+backward execute (autocast, gradient scaler, compile, DDP) lives in `seqlab.execution`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import random
@@ -29,8 +29,14 @@ from tqdm import tqdm
 
 from seqlab.checkpoint import CheckpointManager, load_checkpoint, rng_state, set_rng_state
 from seqlab.config import Recipe
+from seqlab.curves import plot_curves  # noqa: F401 (seqlab.run imports it from here)
+from seqlab.distributed import DistContext, StopRequested, current, stop_requested
 from seqlab.errors import SeqlabError
+from seqlab.execution import LossRunner, autocast_context, load_scaler_state, make_scaler
 from seqlab.optim import build_optimizer, build_scheduler, clip_grad_norm
+
+# fp16: skipped steps (overflow; the scale halves each time) in a row that mean a broken loss
+MAX_SKIPPED_IN_A_ROW = 25
 
 
 class TrainingError(SeqlabError):
@@ -70,13 +76,8 @@ class Progress:
     bad_validations: int = 0
     window_loss: float = 0.0
     window_tokens: int = 0
+    skipped_steps: int = 0  # fp16 steps the gradient scaler skipped (overflow)
     history: list[dict] = field(default_factory=list)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def seed_everything(seed: int) -> None:
@@ -84,15 +85,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def autocast_context(precision: str, device: torch.device):
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
 class Trainer:
-    """Runs `task` under `recipe.train` in `run_dir`. See the module docstring."""
+    """Runs `task` under `recipe.train` in `run_dir`. Under torchrun each rank runs it on its
+    shard of batches inside DDP, each loss divided by the tokens of all ranks' groups (so the
+    update equals one process's on their union); rank 0 validates (metrics broadcast), logs and
+    writes checkpoints. `dist` defaults to the open process group, if any."""
 
     def __init__(
         self,
@@ -103,16 +100,24 @@ class Trainer:
         metric_key: str,
         higher_is_better: bool,
         on_step: Callable[[int], None] | None = None,
-        rank: int = 0,
+        dist: DistContext | None = None,
     ):
         self.task, self.recipe, self.cfg = task, recipe, recipe.train
-        self.run_dir, self.rank, self.on_step = Path(run_dir), rank, on_step
+        self.run_dir, self.on_step = Path(run_dir), on_step
+        self.dist = dist or current()
         self.metric_key, self.higher_is_better = metric_key, higher_is_better
-        self.device = resolve_device(self.cfg.device)
+        self.device = self.dist.device(self.cfg.device)
         self.model = task.model.to(self.device)
+        if self.dist.rank > 0:  # distinct dropout per rank; DDP copies rank 0's weights
+            seed_everything(recipe.seed + 7919 * self.dist.rank)
+        self.runner = LossRunner(
+            task, self.model, compile=self.cfg.compile, dist=self.dist,
+            find_unused=self.cfg.ddp_find_unused_parameters,
+        )  # fmt: skip
         self.optimizer = build_optimizer(
-            self.model, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay, betas=self.cfg.betas
-        )
+            self.model, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay, betas=self.cfg.betas,
+            fused=self.cfg.fused_adamw,
+        )  # fmt: skip
         self.scheduler = build_scheduler(
             self.optimizer,
             self.cfg.schedule,
@@ -120,9 +125,10 @@ class Trainer:
             total_steps=self.cfg.max_steps,
             min_lr_ratio=self.cfg.min_lr_ratio,
         )
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.cfg.precision == "fp16")
+        self.scaler = make_scaler(self.cfg.precision, self.device)
         self.progress = Progress()
         self.grad_norm = 0.0  # of the last step, before clipping
+        self.skipped_in_a_row = 0
         self.checkpoints = CheckpointManager(self.run_dir, keep_last=self.cfg.keep_last)
         self.log_path = self.run_dir / "log.jsonl"
 
@@ -136,19 +142,23 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "rng": rng_state(),
+            "world": self.dist.world,  # ranks that shared out the data position below
             "progress": {k: v for k, v in vars(p).items() if k != "history"},
             "history": json.dumps(p.history),
             **self.task.checkpoint_extras(),
         }
 
-    def save(self, metric: float | None = None) -> Path | None:
-        if self.rank != 0:
+    def save(self, metric: float | None = None, *, collective: bool = True) -> Path | None:
+        """Rank 0 writes the checkpoint (with every rank's RNG state when `collective`: all
+        ranks must then call this together); the others return None."""
+        ranks_rng = self.dist.gather(rng_state()) if collective and self.dist.enabled else None
+        if not self.dist.is_main:
             return None
+        payload = self.payload()
+        if ranks_rng is not None:
+            payload["rng_ranks"] = ranks_rng
         return self.checkpoints.save(
-            self.progress.step,
-            self.payload(),
-            metric=metric,
-            higher_is_better=self.higher_is_better,
+            self.progress.step, payload, metric=metric, higher_is_better=self.higher_is_better
         )
 
     def resume(self) -> None:
@@ -159,63 +169,129 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        load_scaler_state(self.scaler, state["scaler"])
         self.progress = Progress(**state["progress"], history=json.loads(state["history"]))
-        set_rng_state(state["rng"])
-        print(f"resumed from {path} at step {self.progress.step}", file=sys.stderr)
+        ranks_rng, world = state.get("rng_ranks"), state.get("world", 1)
+        if self.dist.enabled and ranks_rng is not None and len(ranks_rng) == self.dist.world:
+            set_rng_state(ranks_rng[self.dist.rank])
+        else:  # one process, or a checkpoint saved on Ctrl-C: rank 0's state, re-seeded elsewhere
+            set_rng_state(state["rng"])
+            if self.dist.rank > 0:
+                seed_everything(self.recipe.seed + 7919 * self.dist.rank + self.progress.step)
+        if world != self.dist.world:  # batches per rank differ: keep the share of the epoch done
+            self.progress.batches_in_epoch = (
+                self.progress.batches_in_epoch * world // self.dist.world
+            )
+            print(f"note: saved by {world} processes, resumed by {self.dist.world}: the data "
+                  "position within the epoch is approximate", file=sys.stderr)  # fmt: skip
+        if self.dist.is_main:
+            print(f"resumed from {path} at step {self.progress.step}", file=sys.stderr)
 
     # -- logging -------------------------------------------------------------------------------
     def log(self, record: dict) -> None:
         self.progress.history.append(record)
-        if self.rank == 0:
+        if self.dist.is_main:
             with self.log_path.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
 
     # -- one optimiser step --------------------------------------------------------------------
-    def optimizer_step(self, group: list[Any]) -> tuple[float, int]:
-        """Forward/backward `group` (accumulated batches), normalised by its total tokens."""
-        total = sum(int(b.num_tokens) for b in group)
-        loss_sum = 0.0
-        for batch in group:
-            with autocast_context(self.cfg.precision, self.device):
-                loss, _ = self.task.loss(self.model, batch.to(self.device))
-            if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"non-finite loss ({loss.item()}) at step {self.progress.step + 1}; "
-                    f"stopped. The last good checkpoint is kept: {self.checkpoints.latest()}"
-                )
-            self.scaler.scale(loss / max(total, 1)).backward()
-            loss_sum += loss.item()
+    def optimizer_step(self, group: list[Any], total: int) -> float:
+        """Forward/backward `group` (accumulated batches) and update; returns the summed loss of
+        every rank's group. `total` is the tokens of all ranks' groups: each loss is divided by
+        it, and multiplied by the number of ranks since DDP averages gradients over them."""
+        factor = self.dist.world / max(total, 1)
+        loss_sum, bad = 0.0, 0
+        for i, batch in enumerate(group):
+            with self.runner.sync(i == len(group) - 1):
+                with autocast_context(self.cfg.precision, self.device):
+                    loss, _ = self.runner(batch.to(self.device))
+                value = loss.item()
+                bad += not math.isfinite(value)
+                self.scaler.scale(loss * factor).backward()
+            loss_sum += value
+        loss_sum, bad = self.dist.all_reduce_sum([loss_sum, bad])
+        if bad and not self.scaler.is_enabled():  # fp16: the scaler skips the step below
+            raise TrainingError(
+                f"non-finite loss at step {self.progress.step + 1}; stopped. "
+                f"The last good checkpoint is kept: {self.checkpoints.latest()}"
+            )
         self.scaler.unscale_(self.optimizer)
         self.grad_norm = clip_grad_norm(self.model.parameters(), self.cfg.clip_norm)
+        scale = self.scaler.get_scale()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
-        return loss_sum, total
+        if self.scaler.get_scale() < scale:  # skipped: gradients overflowed in fp16
+            self.note_skipped_step()
+        else:
+            self.skipped_in_a_row = 0
+            self.scheduler.step()
+        return loss_sum
 
-    def groups(self) -> Iterable[list[Any]]:
-        """Groups of `accumulate` batches, epoch after epoch, tracking the data position."""
+    def note_skipped_step(self) -> None:
+        self.progress.skipped_steps += 1
+        self.skipped_in_a_row += 1
+        if self.skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW:
+            raise TrainingError(
+                f"fp16: {self.skipped_in_a_row} steps in a row had non-finite gradients "
+                f"(loss scale now {self.scaler.get_scale():.3g}) at step {self.progress.step + 1};"
+                f" stopped. The last good checkpoint is kept: {self.checkpoints.latest()}"
+            )
+
+    def groups(self) -> Iterable[tuple[list[Any], int]]:
+        """(group of `accumulate` batches, tokens of all ranks' groups), epoch after epoch,
+        tracking the data position. Ranks agree before each step that all have a group; when
+        one runs out first, all drop the rest of the epoch (none waits forever for a peer)."""
         p, group = self.progress, []
         while self.cfg.max_epochs is None or p.epoch < self.cfg.max_epochs:
-            produced = p.batches_in_epoch
+            steps, uneven = 0, False
             for batch in self.task.batches(p.epoch, p.batches_in_epoch):
                 p.batches_in_epoch += 1
                 group.append(batch)
                 if len(group) == self.cfg.accumulate:
-                    yield group
-                    group = []
-            if p.batches_in_epoch == produced == 0:
-                raise TrainingError(f"epoch {p.epoch} of the training data produced no batches")
+                    ready, total, _ = self.agree(group, 0)  # all ranks have a group?
+                    if ready < self.dist.world:
+                        uneven = True
+                        break
+                    yield group, int(total)
+                    group, steps = [], steps + 1
+            else:
+                ready, _, all_produced = self.agree([], p.batches_in_epoch)
+                uneven = ready > 0  # peers still had batches
+                if not uneven and all_produced == 0:
+                    raise TrainingError(f"epoch {p.epoch} of the training data produced no batches")
+            if uneven:
+                group = []  # every rank restarts its groups in step with the others
+                if steps == 0:
+                    raise TrainingError(
+                        f"epoch {p.epoch}: the ranks have different numbers of batches; the "
+                        "task must give every rank the same number (BucketBatchSampler does)"
+                    )
             p.epoch, p.batches_in_epoch = p.epoch + 1, 0
+
+    def agree(self, group: list[Any], produced: int) -> list[float]:
+        """Summed over ranks: [ranks with a full group, its tokens, batches produced]; raises
+        StopRequested on every rank when any rank was asked to stop."""
+        tokens = sum(int(b.num_tokens) for b in group)
+        ready, total, all_produced, stop = self.dist.all_reduce_sum(
+            [1.0 if group else 0.0, float(tokens), float(produced), float(stop_requested())]
+        )
+        if stop:
+            raise StopRequested
+        return [ready, total, all_produced]
 
     # -- validation ----------------------------------------------------------------------------
     def validate(self) -> bool:
-        """Validate, checkpoint, and return True when early stopping says to stop."""
-        self.model.eval()
-        with torch.no_grad():
-            metrics = self.task.validate(self.model)
-        self.model.train()
+        """Validate, checkpoint, and return True when early stopping says to stop. Under torchrun
+        rank 0 validates and broadcasts the metrics: corpus BLEU is not a sum of per-shard values,
+        and the tasks' validation is written for one process."""
+        metrics = None
+        if self.dist.is_main:
+            self.model.eval()
+            with torch.no_grad():
+                metrics = self.task.validate(self.model)
+            self.model.train()
+        metrics = self.dist.broadcast(metrics)
         p = self.progress
         self.log({"step": p.step, **{f"valid_{k}": v for k, v in metrics.items()}})
         value = metrics[self.metric_key]
@@ -225,10 +301,12 @@ class Trainer:
         else:
             p.bad_validations += 1
         self.save(metric=value)
-        tqdm.write(
-            f"step {p.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()),
-            file=sys.stderr,
-        )
+        self.dist.barrier()  # the others wait while rank 0 writes
+        if self.dist.is_main:
+            tqdm.write(
+                f"step {p.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()),
+                file=sys.stderr,
+            )
         return self.cfg.patience is not None and p.bad_validations >= self.cfg.patience
 
     # -- the loop ------------------------------------------------------------------------------
@@ -241,13 +319,15 @@ class Trainer:
             desc=self.recipe.name,
             file=sys.stderr,
             dynamic_ncols=True,
-            disable=self.rank != 0 or None,
+            disable=not self.dist.is_main or None,
         )
         start, tokens_seen, stopped_early = time.perf_counter(), 0, False
+        done = (p.epoch, p.batches_in_epoch)  # data position after the last completed step
         try:
-            for group in self.groups():
-                loss_sum, tokens = self.optimizer_step(group)
+            for group, tokens in self.groups():
+                loss_sum = self.optimizer_step(group, tokens)
                 p.step += 1
+                done = (p.epoch, p.batches_in_epoch)
                 p.window_loss, p.window_tokens = p.window_loss + loss_sum, p.window_tokens + tokens
                 tokens_seen += tokens
                 if p.step % cfg.log_every == 0:
@@ -259,14 +339,16 @@ class Trainer:
                     stopped_early = self.validate()
                 if p.step >= cfg.max_steps or stopped_early:
                     break
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, StopRequested) as stop:
             bar.close()
-            path = self.save()
-            print(
-                f"interrupted at step {p.step}; saved {path} (resume with --resume)",
-                file=sys.stderr,
-            )
-            raise
+            p.epoch, p.batches_in_epoch = done  # a step cut short is redone on resume
+            path = self.save(collective=isinstance(stop, StopRequested))  # else peers may be gone
+            if self.dist.is_main:
+                print(
+                    f"interrupted at step {p.step}; saved {path} (resume with --resume)",
+                    file=sys.stderr,
+                )
+            raise KeyboardInterrupt from None
         bar.close()
         return {"step": p.step, "best": p.best, "stopped_early": stopped_early}
 
@@ -274,18 +356,19 @@ class Trainer:
         p = self.progress
         loss = p.window_loss / max(p.window_tokens, 1)
         lr = self.scheduler.get_last_lr()[0]
-        self.log(
-            {
-                "step": p.step,
-                "loss": loss,
-                "ppl": math.exp(min(loss, 50)),
-                "lr": lr,
-                "grad_norm": self.grad_norm,
-                "tokens_per_s": round(tokens_per_s, 1),
-            }
-        )
+        record = {
+            "step": p.step,
+            "loss": loss,
+            "ppl": math.exp(min(loss, 50)),
+            "lr": lr,
+            "grad_norm": self.grad_norm,
+            "tokens_per_s": round(tokens_per_s, 1),
+        }
+        if self.scaler.is_enabled():
+            record.update(loss_scale=self.scaler.get_scale(), skipped_steps=p.skipped_steps)
+        self.log(record)
         bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_s:.0f}")
-        if bar.disable and self.rank == 0:  # no terminal (a log file, CI): one line per window
+        if bar.disable and self.dist.is_main:  # no terminal (a log file, CI): one line per window
             print(
                 f"step {p.step}/{self.cfg.max_steps}: loss {loss:.3f}, lr {lr:.2e}, "
                 f"{tokens_per_s:.0f} tokens/s",
@@ -293,32 +376,3 @@ class Trainer:
                 flush=True,
             )
         p.window_loss, p.window_tokens = 0.0, 0
-
-
-def plot_curves(log_path: Path, out: Path) -> Path | None:
-    """Training and validation curves from the JSONL log; None (with a note) without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("note: install the 'plot' extra (matplotlib) for training curves", file=sys.stderr)
-        return None
-    records = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
-    train = [(r["step"], r["loss"]) for r in records if "loss" in r]
-    valid_keys = sorted({k for r in records for k in r if k.startswith("valid_")})
-    fig, axes = plt.subplots(1, 1 + len(valid_keys), figsize=(4 * (1 + len(valid_keys)), 3))
-    axes = list(axes) if len(valid_keys) else [axes]
-    axes[0].plot(*zip(*train), label="train loss") if train else None
-    axes[0].set_xlabel("step")
-    axes[0].set_title("train loss")
-    for ax, key in zip(axes[1:], valid_keys):
-        points = [(r["step"], r[key]) for r in records if key in r]
-        ax.plot(*zip(*points), marker="o")
-        ax.set_title(key)
-        ax.set_xlabel("step")
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out

@@ -1,7 +1,7 @@
-"""Tokenizers: text <-> token strings, for words, characters and SentencePiece subwords.
+"""Tokenizers: text <-> token strings, for words, whitespace chunks, characters and SentencePiece.
 
 A tokenizer only splits text into token strings and joins them back; `seqlab/data/vocab.py` maps
-tokens to ids. All three kinds satisfy the `Tokenizer` protocol, describe themselves with a
+tokens to ids. All four kinds satisfy the `Tokenizer` protocol, describe themselves with a
 JSON-serialisable `config()` (plus `model_bytes` for SentencePiece), and are rebuilt from that by
 `tokenizer_from_config`, which is what checkpoints and `datasets.map` workers rely on. They are
 deterministic and picklable.
@@ -192,6 +192,35 @@ class CharTokenizer:
         return f"CharTokenizer(lowercase={self.lowercase})"
 
 
+class WhitespaceTokenizer:
+    """Tokens are the whitespace-separated chunks of already tokenized text (WikiText, SST-2).
+
+    `str.split()` and `" ".join`, as d2l and pytorch/examples read WikiText-2: `@-@` and `<unk>`
+    stay single tokens, which `WordTokenizer` would split.
+
+    Args:
+        lowercase: lowercase the text before splitting.
+    """
+
+    def __init__(self, lowercase: bool = False) -> None:
+        self.lowercase = lowercase
+
+    def tokenize(self, text: str) -> list[str]:
+        """The whitespace-separated chunks of `text` (after lowercasing when asked)."""
+        return (text.lower() if self.lowercase else text).split()
+
+    def detokenize(self, tokens: Sequence[str]) -> str:
+        """`tokens` joined by single spaces."""
+        return " ".join(tokens)
+
+    def config(self) -> dict:
+        """`{"kind": "whitespace", "lowercase": ...}`."""
+        return {"kind": "whitespace", "lowercase": self.lowercase}
+
+    def __repr__(self) -> str:
+        return f"WhitespaceTokenizer(lowercase={self.lowercase})"
+
+
 class SentencePieceTokenizer:
     """Subword pieces from a SentencePiece model (Kudo & Richardson, 2018, arXiv:1808.06226).
 
@@ -360,6 +389,8 @@ def tokenizer_from_config(config: dict, model_bytes: bytes | None = None) -> Tok
         return WordTokenizer(lowercase=lowercase)
     if kind == "char":
         return CharTokenizer(lowercase=lowercase)
+    if kind == "whitespace":
+        return WhitespaceTokenizer(lowercase=lowercase)
     if kind == "sentencepiece":
         if model_bytes is None:
             raise ConfigError("tokenizer kind 'sentencepiece' needs the model bytes; none given")
@@ -367,5 +398,6 @@ def tokenizer_from_config(config: dict, model_bytes: bytes | None = None) -> Tok
             model_bytes, lowercase=lowercase, model_type=config.get("model_type", "bpe")
         )
     raise ConfigError(
-        f"tokenizer config: unknown kind {kind!r} (expected 'word', 'char' or 'sentencepiece')"
+        f"tokenizer config: unknown kind {kind!r} "
+        "(expected 'word', 'char', 'whitespace' or 'sentencepiece')"
     )

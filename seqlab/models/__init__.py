@@ -3,6 +3,8 @@
 Each family's config dataclass sits in its model file beside its `build_*` function; builders take
 the config and the vocabulary sizes and return an `nn.Module` with `encode(src, src_mask)`,
 `.decoder` (a `Decoder`, see interfaces.py) and `forward(src, src_mask, tgt_in) -> logits`.
+Language models (`rnn_lm`) have one vocabulary and are themselves a `Decoder` with an empty
+source (see language_model.py).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from typing import Any, NamedTuple
 
 from torch import nn
 
+from seqlab.models.bert import BertConfig, build_bert
+from seqlab.models.language_model import LMConfig, build_language_model
 from seqlab.models.rnn import RNNSeq2SeqConfig, build_rnn_seq2seq
 from seqlab.models.transformer import TransformerConfig, build_transformer
 
@@ -24,6 +28,8 @@ class ModelEntry(NamedTuple):
 MODELS: dict[str, ModelEntry] = {
     "rnn_seq2seq": ModelEntry(RNNSeq2SeqConfig, build_rnn_seq2seq),
     "transformer": ModelEntry(TransformerConfig, build_transformer),
+    "bert": ModelEntry(BertConfig, build_bert),
+    "rnn_lm": ModelEntry(LMConfig, build_language_model),
 }
 
 

@@ -1,0 +1,229 @@
+"""Sentence classification (SST-2) with a BERT encoder: from a pretrained checkpoint or scratch.
+
+`data.pretrained` names a `masked_lm` checkpoint. Its tokenizer and vocabulary are always used,
+so that the pretrained run and its control differ in one thing only: `data.init = "pretrained"`
+loads the checkpoint's BERT weights, `"scratch"` starts the same model from random weights. The
+recipe's `[model]` must describe the checkpoint's architecture (a mismatch is an error naming the
+key); dropout may differ. Without `data.pretrained` a tokenizer is trained on the training
+sentences (whitespace or SentencePiece) and the model starts from scratch.
+
+Input is `<cls> sentence <sep>` (segment 0), truncated to `data.max_len`; the classifier reads
+the pooled `<cls>` vector (`seqlab.models.bert.BertClassifier`). Loss: cross-entropy summed over
+sentences (the trainer divides by their number). Validation: loss and accuracy on the dev split.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+import pyarrow.compute as pc
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from seqlab.checkpoint import load_checkpoint
+from seqlab.config import ClassificationData, Recipe, recipe_from_dict
+from seqlab.data.bert_batch import ClassificationBatch, collate_classification
+from seqlab.data.corpus import cache_dir, fetch_corpus, load_manifest
+from seqlab.data.dataset import fingerprint, text_dataset
+from seqlab.data.readers import read_split
+from seqlab.data.sampler import BucketBatchSampler
+from seqlab.data.sentence_pairs import pack_pair
+from seqlab.data.vocab import Side
+from seqlab.errors import CheckpointError, ConfigError, DataError
+from seqlab.inference import side_from_payload, side_to_payload
+from seqlab.models.bert import ARCHITECTURE_KEYS, BertClassifier, build_bert_classifier
+from seqlab.tasks.masked_lm_data import cached_side, encode_table
+
+
+@dataclass
+class PreparedClassification:
+    """Encoded train/valid tables (`ids`, `label`), the side, and pretrained weights if any."""
+
+    side: Side
+    splits: dict[str, datasets.Dataset]
+    weights: dict | None  # the checkpoint's BERT state dict when data.init = "pretrained"
+
+    def summary(self) -> str:
+        lines = []
+        for name, ds in self.splits.items():
+            tokens = int(pc.sum(pc.list_value_length(ds.data.column("ids"))).as_py() or 0)
+            labels = ", ".join(f"{k}: {v}" for k, v in sorted(_counts(ds["label"]).items()))
+            lines.append(f"{name}: {len(ds)} sentences ({labels}), {tokens} tokens")
+        origin = "pretrained" if self.weights is not None else "scratch"
+        lines.append(f"vocabulary: {len(self.side.vocab)}; weights: {origin}")
+        return "\n".join(lines)
+
+
+def _counts(values: list[int]) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for v in values:
+        out[v] = out.get(v, 0) + 1
+    return out
+
+
+def _labelled_rows(corpus: str, folder: str, split: str, limit: int | None):
+    manifest = load_manifest(corpus)
+    for n, row in enumerate(read_split(manifest, Path(folder), split)):
+        if limit is not None and n >= limit:
+            return
+        if row["label"] is None:
+            raise DataError(f"corpus '{corpus}', split '{split}' has no labels")
+        yield {"text": row["text"], "label": row["label"]}
+
+
+def labelled_tables(data: ClassificationData, cache: Path) -> dict[str, datasets.Dataset]:
+    """(text, label) tables of the train and valid splits of a "tsv-labelled" corpus."""
+    manifest = load_manifest(data.corpus)
+    if manifest.format != "tsv-labelled":
+        raise ConfigError(
+            f"data.corpus = '{data.corpus}' is a '{manifest.format}' corpus; classification "
+            "needs a 'tsv-labelled' one (e.g. sst2)"
+        )
+    folder = fetch_corpus(manifest, cache=cache)
+    tables = {}
+    for name, split in (("train", data.train_split), ("valid", data.valid_split)):
+        files = [f.sha256 for f in manifest.files_for(split)]
+        if not files:
+            raise DataError(
+                f"corpus '{manifest.name}' has no split '{split}' (data.{name}_split); "
+                f"splits: {', '.join(manifest.splits)}"
+            )
+        limit = data.max_train_examples if name == "train" else None
+        kwargs = {"corpus": manifest.name, "folder": str(folder), "split": split, "limit": limit}
+        fp = fingerprint("labelled", 1, files, split, limit)
+        tables[name] = text_dataset(_labelled_rows, kwargs, fp, cache / "datasets")
+    return tables
+
+
+def load_pretrained(recipe: Recipe) -> tuple[Side, dict]:
+    """The side and BERT weights of `data.pretrained`, after checking the architecture."""
+    path = Path(recipe.data.pretrained)
+    state = load_checkpoint(path)
+    if "src" not in state or "recipe" not in state or "model" not in state:
+        raise CheckpointError(f"{path}: not a seqlab masked_lm checkpoint")
+    source = recipe_from_dict(state["recipe"], f"{path} (recipe)")
+    if source.task != "masked_lm" or source.model.kind != "bert":
+        raise CheckpointError(f"{path}: a '{source.task}' checkpoint, not a masked_lm BERT one")
+    if recipe.model.kind != "bert":
+        raise ConfigError(f"{recipe.path}: [model] kind must be 'bert' to fine-tune {path}")
+    for key in ARCHITECTURE_KEYS:
+        mine, theirs = getattr(recipe.model.config, key), getattr(source.model.config, key)
+        if mine != theirs:
+            raise ConfigError(
+                f"{recipe.path}: model.{key} = {mine!r}, but the pretrained checkpoint {path} "
+                f"has {theirs!r}"
+            )
+    return side_from_payload(state["src"]), state["model"]
+
+
+def prepare(recipe: Recipe, *, cache: Path | None = None) -> PreparedClassification:
+    """Read the corpus, get the side (checkpoint's or trained), encode both splits."""
+    data: ClassificationData = recipe.data
+    cache = cache or cache_dir()
+    tables = labelled_tables(data, cache)
+    weights = None
+    if data.pretrained:
+        side, state = load_pretrained(recipe)
+        weights = state if data.init == "pretrained" else None
+    else:
+        side = cached_side(data, tables["train"], cache)
+    splits = {name: encode_table(ds, side, data.num_proc) for name, ds in tables.items()}
+    for name, ds in splits.items():
+        bad = [v for v in set(ds["label"]) if not 0 <= v < data.num_classes]
+        if bad:
+            raise DataError(f"{name} split: label {bad[0]} outside [0, data.num_classes)")
+    return PreparedClassification(side, splits, weights)
+
+
+class Sentences(torch.utils.data.Dataset):
+    """(`<cls> sentence <sep>` ids truncated to `max_len`, label) rows of an encoded table."""
+
+    def __init__(self, table: datasets.Dataset, max_len: int, cls_id: int, sep_id: int):
+        self.table = table.select_columns(["ids", "label"])
+        self.max_len, self.cls_id, self.sep_id = max_len, cls_id, sep_id
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitem__(self, index: int) -> tuple[list[int], int]:
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[list[int], int]]:
+        rows = self.table[indices]
+        out = []
+        for ids, label in zip(rows["ids"], rows["label"]):
+            packed, _ = pack_pair(
+                ids[: self.max_len - 2], None, cls_id=self.cls_id, sep_id=self.sep_id
+            )
+            out.append((packed, label))
+        return out
+
+    def lengths(self) -> list[int]:
+        lengths = pc.list_value_length(self.table.data.column("ids")).to_numpy() + 2
+        return lengths.clip(max=self.max_len).tolist()
+
+
+class ClassificationTask:
+    """Binds prepared sentences, a `BertClassifier` and a recipe (`seqlab.train.Task`)."""
+
+    def __init__(
+        self, recipe: Recipe, data: PreparedClassification, *, rank: int = 0, world: int = 1
+    ):
+        self.recipe, self.data, cfg = recipe, data, recipe.train
+        vocab = data.side.vocab
+        self.model: BertClassifier = build_bert_classifier(
+            recipe.model.config, len(vocab), recipe.data.num_classes
+        )
+        if data.weights is not None:
+            self.model.bert.load_state_dict(data.weights)
+        args = (recipe.data.max_len, vocab.cls_id, vocab.sep_id)
+        self.rows = {name: Sentences(ds, *args) for name, ds in data.splits.items()}
+        self.sampler = BucketBatchSampler(
+            self.rows["train"].lengths(),
+            max_tokens=cfg.max_tokens,
+            batch_size=cfg.batch_size,
+            seed=recipe.seed,
+            num_replicas=world,
+            rank=rank,
+        )
+
+    def _loader(self, rows: Sentences, order, seed: int) -> DataLoader:
+        return DataLoader(
+            rows,
+            batch_sampler=order,
+            collate_fn=collate_classification,
+            num_workers=self.recipe.train.num_workers,
+            generator=torch.Generator().manual_seed(seed),
+        )
+
+    def batches(self, epoch: int, skip: int) -> Iterator[ClassificationBatch]:
+        self.sampler.set_epoch(epoch)
+        order = list(self.sampler)[skip:]
+        yield from self._loader(self.rows["train"], order, self.recipe.seed * 100003 + epoch)
+
+    def loss(self, model: nn.Module, batch: ClassificationBatch) -> tuple[Tensor, int]:
+        logits = model(batch.tokens, batch.segments, batch.mask)  # (B, C)
+        return F.cross_entropy(logits.float(), batch.labels, reduction="sum"), batch.size
+
+    def validate(self, model: nn.Module) -> dict[str, float]:
+        device = next(model.parameters()).device
+        rows, cfg = self.rows["valid"], self.recipe.train
+        order = BucketBatchSampler(
+            rows.lengths(), max_tokens=cfg.max_tokens, batch_size=cfg.batch_size, shuffle=False
+        )
+        nll = correct = count = 0.0
+        for batch in self._loader(rows, list(order), 0):
+            batch = batch.to(device)
+            logits = model(batch.tokens, batch.segments, batch.mask).float()  # (B, C)
+            nll += F.cross_entropy(logits, batch.labels, reduction="sum").item()
+            correct += (logits.argmax(-1) == batch.labels).sum().item()
+            count += batch.size
+        return {"loss": nll / count, "accuracy": correct / count}
+
+    def checkpoint_extras(self) -> dict:
+        return {"src": side_to_payload(self.data.side)}

@@ -1,0 +1,202 @@
+"""Language modelling as a training task: TBPTT batches, loss, perplexity, checkpoint extras.
+
+The data stage lives in `language_model_data.py`, the model in `seqlab/models/language_model.py`,
+generation in `seqlab/generate.py`. Training reads the training stream in segments of `bptt`
+tokens (truncated backpropagation through time) with one of the two partitionings of d2l §9.3:
+
+- "random" (`random_batches`): every epoch starts at a random offset in [0, bptt), cuts the
+  stream into consecutive subsequences and visits them in random order; each batch starts from a
+  zero state.
+- "sequential" (`sequential_batches`; pytorch/examples): every epoch starts at a random offset in
+  [0, bptt], lays the stream out as B rows read left to right, so row b of one batch continues
+  where row b of the previous batch stopped; the hidden state carries over between batches,
+  detached from the graph (`LMBatch.carry`).
+
+The carried state is saved in every checkpoint (`lm_carry`) and restored by `restore`, so
+`train --resume` continues exactly. The training loss is the cross-entropy summed over the
+batch's tokens (the trainer divides by the tokens of the step: a mean per token). Validation and
+test read their stream sequentially with `eval_batch_size` rows and report loss and perplexity.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import islice
+
+import torch
+from torch import Tensor, nn
+
+from seqlab.config import Recipe
+from seqlab.errors import ConfigError, DataError
+from seqlab.evaluation.metrics import perplexity
+from seqlab.inference import side_to_payload
+from seqlab.models import build_model
+from seqlab.models.language_model import LMConfig, LMState
+from seqlab.tasks.language_model_data import PreparedLM
+
+
+@dataclass(frozen=True)
+class LMBatch:
+    """One TBPTT segment of B rows.
+
+    Attributes:
+        inputs: (B, T) token ids.
+        targets: (B, T) the next token of each input (inputs shifted left by one in the stream).
+        carry: True when row b continues the text of row b of the previous batch, so the model
+            starts from the state that batch ended in; False: start from zeros.
+    """
+
+    inputs: Tensor
+    targets: Tensor
+    carry: bool = False
+
+    def to(self, device: torch.device | str) -> LMBatch:
+        return LMBatch(self.inputs.to(device), self.targets.to(device), self.carry)
+
+    @property
+    def num_tokens(self) -> int:
+        return self.inputs.numel()
+
+
+def sequential_batches(
+    stream: Tensor, batch_size: int, bptt: int, offset: int = 0
+) -> Iterator[LMBatch]:
+    """d2l's `seq_data_iter_sequential` (with a shorter last segment, as pytorch/examples).
+
+    stream (N,) from `offset` is laid out as batch_size rows of C tokens (the last N' mod B
+    tokens dropped, N' = N - offset - 1), targets one token further; segments of `bptt` columns
+    are read left to right, every one after the first with `carry=True`.
+    """
+    usable = (stream.numel() - offset - 1) // batch_size * batch_size
+    if usable < batch_size:
+        return
+    inputs = stream[offset : offset + usable].view(batch_size, -1)  # (B, C)
+    targets = stream[offset + 1 : offset + 1 + usable].view(batch_size, -1)  # (B, C)
+    for start in range(0, inputs.size(1), bptt):
+        end = start + bptt
+        yield LMBatch(inputs[:, start:end], targets[:, start:end], carry=start > 0)
+
+
+def random_batches(
+    stream: Tensor, batch_size: int, bptt: int, rng: random.Random
+) -> Iterator[LMBatch]:
+    """d2l's `seq_data_iter_random`: shuffled disjoint subsequences, each from a zero state.
+
+    Drops a random number of first tokens in [0, bptt), cuts the rest into subsequences of `bptt`
+    tokens (each with its next-token targets), shuffles their starts and groups them by
+    `batch_size` (an incomplete last group is dropped).
+    """
+    offset = rng.randint(0, bptt - 1)
+    count = (stream.numel() - offset - 1) // bptt  # subsequences
+    starts = [offset + i * bptt for i in range(count)]
+    rng.shuffle(starts)
+    steps = torch.arange(bptt)  # (T,)
+    for i in range(0, count // batch_size * batch_size, batch_size):
+        index = torch.tensor(starts[i : i + batch_size]).unsqueeze(1) + steps  # (B, T)
+        yield LMBatch(stream[index], stream[index + 1], carry=False)
+
+
+@torch.no_grad()
+def stream_nll(model: nn.Module, stream: Tensor, batch_size: int, bptt: int) -> tuple[float, int]:
+    """(summed NLL, tokens) of predicting stream (N,) left to right, state carried (eval mode).
+
+    The stream is read as `sequential_batches` from offset 0 with min(batch_size, N - 1) rows.
+    """
+    device = next(model.parameters()).device
+    rows = max(1, min(batch_size, stream.numel() - 1))
+    nll, tokens, state = 0.0, 0, None
+    for batch in sequential_batches(stream, rows, bptt):
+        batch = batch.to(device)
+        features, state = model.run(batch.inputs, state if batch.carry else None)
+        nll += model.nll(features, batch.targets).sum().item()
+        tokens += batch.num_tokens
+    return nll, tokens
+
+
+def evaluate_stream(model: nn.Module, stream: Tensor, batch_size: int, bptt: int) -> dict:
+    """{"loss": mean NLL per token, "ppl": perplexity, "tokens": N} of `stream`; eval mode."""
+    was_training = model.training
+    model.eval()
+    nll, tokens = stream_nll(model, stream, batch_size, bptt)
+    model.train(was_training)
+    return {"loss": nll / max(tokens, 1), "ppl": perplexity(nll, tokens), "tokens": tokens}
+
+
+def train_rows(recipe: Recipe) -> int:
+    """B, rows per training batch: `train.batch_size`, else `train.max_tokens // data.bptt`."""
+    if recipe.train.batch_size is not None:
+        return recipe.train.batch_size
+    rows = recipe.train.max_tokens // recipe.data.bptt
+    if rows < 1:
+        raise ConfigError(
+            f"train.max_tokens = {recipe.train.max_tokens} is smaller than data.bptt = "
+            f"{recipe.data.bptt}; set train.batch_size (rows per batch)"
+        )
+    return rows
+
+
+class LanguageModelTask:
+    """Binds the token streams, a language model and a recipe for the trainer."""
+
+    def __init__(self, recipe: Recipe, data: PreparedLM):
+        if not isinstance(recipe.model.config, LMConfig):
+            raise ConfigError(
+                f"{recipe.path}: task 'language_model' needs [model] kind = 'rnn_lm', "
+                f"got '{recipe.model.kind}'"
+            )
+        self.recipe, self.data = recipe, data
+        vocab_size = len(data.side.vocab)
+        self.model: nn.Module = build_model(recipe.model, vocab_size, vocab_size)
+        self.rows, self.bptt = train_rows(recipe), recipe.data.bptt
+        self.carry: LMState | None = None  # the state the last sequential batch ended in
+        train = data.splits["train"]
+        if train.numel() - self.bptt - 1 < self.rows * self.bptt:
+            raise DataError(
+                f"the training stream has {train.numel()} tokens, fewer than one batch of "
+                f"{self.rows} rows x {self.bptt} steps needs; lower train.batch_size or data.bptt"
+            )
+
+    def batches(self, epoch: int, skip: int) -> Iterator[LMBatch]:
+        rng = random.Random(self.recipe.seed * 1000003 + epoch)
+        stream = self.data.splits["train"]
+        if self.recipe.data.partition == "random":
+            batches = random_batches(stream, self.rows, self.bptt, rng)
+        else:
+            offset = rng.randint(0, self.bptt)
+            batches = sequential_batches(stream, self.rows, self.bptt, offset)
+        yield from islice(batches, skip, None)
+
+    def loss(self, model: nn.Module, batch: LMBatch) -> tuple[Tensor, int]:
+        """Summed cross-entropy of the batch; keeps the final state for the next batch."""
+        state = self.carry if batch.carry else None
+        features, state = model.run(batch.inputs, state)  # (B, T, H)
+        self.carry = state.detach() if self.recipe.data.partition == "sequential" else None
+        nll = model.nll(features, batch.targets, self.recipe.train.label_smoothing)  # (B, T)
+        return nll.sum(), batch.num_tokens
+
+    def evaluate(self, model: nn.Module, split: str) -> dict:
+        """Loss and perplexity of `model` on the stream of `split` ("valid" or "test")."""
+        data = self.recipe.data
+        return evaluate_stream(model, self.data.splits[split], data.eval_batch_size, data.bptt)
+
+    def validate(self, model: nn.Module) -> dict[str, float]:
+        metrics = self.evaluate(model, "valid")
+        return {"loss": metrics["loss"], "ppl": metrics["ppl"]}
+
+    def checkpoint_extras(self) -> dict:
+        carry = None
+        if self.carry is not None:
+            carry = {"hidden": self.carry.hidden, "cell": self.carry.cell}
+        return {"lm": side_to_payload(self.data.side), "lm_carry": carry}
+
+    def restore(self, checkpoint: dict) -> None:
+        """Take back the carried state saved in `checkpoint` (for `train --resume`)."""
+        carry = checkpoint.get("lm_carry")
+        device = next(self.model.parameters()).device
+        if carry is None:
+            self.carry = None
+            return
+        cell = carry["cell"]
+        self.carry = LMState(carry["hidden"].to(device), None if cell is None else cell.to(device))

@@ -1,0 +1,161 @@
+"""BERT pretraining as a training task: masked LM + next-sentence prediction (Devlin et al. 2019).
+
+The data stage lives in `masked_lm_data.py`. Batches are length-bucketed packed pairs, corrupted
+at collate time with masks drawn afresh each epoch: one numpy generator per example, seeded by
+(recipe seed, stream, epoch, row index) (`seqlab.data.masking`). That was chosen over a per-epoch
+`datasets.map` because it writes no corpus copy per epoch, and an example's masks then depend
+neither on batching nor on where a resumed run restarts. Validation always uses the same masks
+(stream 1, epoch 0), so its numbers are comparable from one validation to the next.
+
+Loss, as d2l's `_get_batch_loss_bert`: the mean MLM cross-entropy over the predicted positions
+plus the mean NSP cross-entropy over the pairs. `loss` returns it scaled by the number of
+predictions N (the batch's `num_tokens`), which the trainer divides out again. Validation reports
+MLM loss, perplexity and accuracy, NSP loss and accuracy, and their sum (`loss`); it also reports
+the training MLM and NSP losses averaged since the previous validation (`train_mlm_loss`,
+`train_nsp_loss`: d2l's reported figures are these averages over its 50 steps).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import partial
+
+import datasets
+import pyarrow.compute as pc
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from seqlab.config import Recipe
+from seqlab.data.bert_batch import MLMBatch, collate_mlm
+from seqlab.data.masking import Masker
+from seqlab.data.sampler import BucketBatchSampler
+from seqlab.evaluation.metrics import perplexity
+from seqlab.inference import side_to_payload
+from seqlab.models import build_model
+from seqlab.tasks.masked_lm_data import PreparedMaskedLM
+
+TRAIN_STREAM, VALID_STREAM = 0, 1
+
+
+class PackedPairs(torch.utils.data.Dataset):
+    """(row index, ids, segments, is_next) rows of a pair table, fetched a batch at a time."""
+
+    def __init__(self, table: datasets.Dataset):
+        self.table = table.select_columns(["ids", "segments", "is_next"])
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitem__(self, index: int) -> tuple[int, list[int], list[int], int]:
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[int, list[int], list[int], int]]:
+        rows = self.table[indices]
+        return list(zip(indices, rows["ids"], rows["segments"], rows["is_next"]))
+
+
+def pair_lengths(table: datasets.Dataset) -> list[int]:
+    """Packed length of every row (what padding costs)."""
+    return pc.list_value_length(table.data.column("ids")).to_numpy().tolist()
+
+
+def mlm_nsp_sums(model: nn.Module, batch: MLMBatch) -> dict[str, Tensor]:
+    """Summed MLM and NSP cross-entropies of a batch, and their numbers of correct predictions."""
+    mlm_logits, nsp_logits = model(batch.tokens, batch.segments, batch.mask, batch.mlm_mask)
+    targets = batch.mlm_targets[batch.mlm_mask]  # (N,)
+    return {
+        "mlm": F.cross_entropy(mlm_logits.float(), targets, reduction="sum"),
+        "nsp": F.cross_entropy(nsp_logits.float(), batch.nsp_labels, reduction="sum"),
+        "mlm_correct": (mlm_logits.argmax(-1) == targets).sum(),
+        "nsp_correct": (nsp_logits.argmax(-1) == batch.nsp_labels).sum(),
+    }
+
+
+class MaskedLMTask:
+    """Binds prepared pairs, a BERT model and a recipe for the trainer (`seqlab.train.Task`)."""
+
+    def __init__(
+        self, recipe: Recipe, data: PreparedMaskedLM, *, rank: int = 0, world: int = 1
+    ) -> None:
+        self.recipe, self.data, cfg = recipe, data, recipe.train
+        vocab_size = len(data.side.vocab)
+        self.model: nn.Module = build_model(recipe.model, vocab_size, vocab_size)
+        d = recipe.data
+        self.masker = Masker(vocab_size, d.mask_prob, d.mask_token_prob, d.random_token_prob)
+        self.sampler = BucketBatchSampler(
+            pair_lengths(data.splits["train"]),
+            max_tokens=cfg.max_tokens,
+            batch_size=cfg.batch_size,
+            shuffle=True,
+            seed=recipe.seed,
+            num_replicas=world,
+            rank=rank,
+        )
+        self.train_rows = PackedPairs(data.splits["train"])
+        self._window = {"mlm": 0.0, "nsp": 0.0, "predictions": 0, "pairs": 0}
+
+    def _loader(self, rows: PackedPairs, order, stream: int, epoch: int) -> DataLoader:
+        collate = partial(
+            collate_mlm, masker=self.masker, seed=self.recipe.seed, stream=stream, epoch=epoch
+        )
+        return DataLoader(
+            rows,
+            batch_sampler=order,
+            collate_fn=collate,
+            num_workers=self.recipe.train.num_workers,
+            generator=torch.Generator().manual_seed(self.recipe.seed * 100003 + epoch),
+        )
+
+    def batches(self, epoch: int, skip: int) -> Iterator[MLMBatch]:
+        self.sampler.set_epoch(epoch)
+        order = list(self.sampler)[skip:]
+        yield from self._loader(self.train_rows, order, TRAIN_STREAM, epoch)
+
+    def loss(self, model: nn.Module, batch: MLMBatch) -> tuple[Tensor, int]:
+        sums = mlm_nsp_sums(model, batch)
+        n = batch.num_tokens
+        w = self._window
+        w["mlm"], w["nsp"] = w["mlm"] + sums["mlm"].item(), w["nsp"] + sums["nsp"].item()
+        w["predictions"], w["pairs"] = w["predictions"] + n, w["pairs"] + batch.size
+        return sums["mlm"] + sums["nsp"] * (n / batch.size), n
+
+    def validate(self, model: nn.Module) -> dict[str, float]:
+        device = next(model.parameters()).device
+        valid = self.data.splits["valid"]
+        cfg = self.recipe.train
+        order = BucketBatchSampler(
+            pair_lengths(valid), max_tokens=cfg.max_tokens, batch_size=cfg.batch_size, shuffle=False
+        )
+        totals = dict.fromkeys(("mlm", "nsp", "mlm_correct", "nsp_correct"), 0.0)
+        predictions = pairs = 0
+        for batch in self._loader(PackedPairs(valid), list(order), VALID_STREAM, 0):
+            batch = batch.to(device)
+            for key, value in mlm_nsp_sums(model, batch).items():
+                totals[key] += value.item()
+            predictions, pairs = predictions + batch.num_tokens, pairs + batch.size
+        metrics = {
+            "mlm_loss": totals["mlm"] / predictions,
+            "mlm_ppl": perplexity(totals["mlm"], predictions),
+            "mlm_accuracy": totals["mlm_correct"] / predictions,
+            "nsp_loss": totals["nsp"] / pairs,
+            "nsp_accuracy": totals["nsp_correct"] / pairs,
+        }
+        metrics["loss"] = metrics["mlm_loss"] + metrics["nsp_loss"]
+        return {**metrics, **self._train_window()}
+
+    def _train_window(self) -> dict[str, float]:
+        """Training MLM / NSP losses averaged since the last call (empty before any step)."""
+        w = self._window
+        if not w["pairs"]:
+            return {}
+        out = {
+            "train_mlm_loss": w["mlm"] / w["predictions"],
+            "train_nsp_loss": w["nsp"] / w["pairs"],
+        }
+        self._window = {"mlm": 0.0, "nsp": 0.0, "predictions": 0, "pairs": 0}
+        return out
+
+    def checkpoint_extras(self) -> dict:
+        return {"src": side_to_payload(self.data.side)}

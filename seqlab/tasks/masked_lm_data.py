@@ -1,0 +1,221 @@
+"""Masked-LM data: paragraphs of a corpus -> sentences -> tokenizer -> ids -> packed NSP pairs.
+
+`prepare(recipe)` is what `seqlab prepare` runs for `task = "masked_lm"`. Each line of a "lines"
+corpus (WikiText-2) is a paragraph; those with two sentences or more are split into sentences as
+d2l does (`seqlab.data.sentence_pairs.split_paragraph`). The sentence tables and their ids are
+Arrow tables cached by fingerprint (`seqlab.data.dataset`); the tokenizer (SentencePiece, or a
+whitespace vocabulary with `min_freq` as d2l) is trained on the training sentences only and cached
+under `<cache>/prepared/<fingerprint>/`. Pairs are drawn once per split from the recipe's seed
+(next sentence or a sentence of another paragraph) and packed `<cls> A <sep> B <sep>`, truncated
+to `max_len`; the masks are drawn later, afresh each epoch (`seqlab.data.masking`).
+
+WikiText-2 writes unknown words as the literal `<unk>`; `encode_text` maps it to the `<unk>` id
+whatever the tokenizer (SentencePiece would otherwise spell it out as pieces).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+import pyarrow.compute as pc
+
+from seqlab.config import MaskedLMData, Recipe
+from seqlab.data.corpus import cache_dir, fetch_corpus, load_manifest
+from seqlab.data.dataset import fingerprint, text_dataset
+from seqlab.data.readers import read_split
+from seqlab.data.sentence_pairs import nsp_pairs, packed_pairs, split_paragraph
+from seqlab.data.tokenize import (
+    SentencePieceTokenizer,
+    Tokenizer,
+    WhitespaceTokenizer,
+    tokenizer_from_config,
+)
+from seqlab.data.vocab import UNK, Side, Vocab
+from seqlab.errors import ConfigError, DataError
+
+READER_VERSION = 1  # bump when the sentence rows change
+
+
+@dataclass
+class PreparedMaskedLM:
+    """Everything pretraining needs from the data stage."""
+
+    side: Side  # tokenizer and vocabulary
+    splits: dict[str, datasets.Dataset]  # "train", "valid": columns ids, segments, is_next
+
+    def summary(self) -> str:
+        lines = []
+        for name, ds in self.splits.items():
+            tokens = int(pc.sum(pc.list_value_length(ds.data.column("ids"))).as_py() or 0)
+            is_next = sum(ds["is_next"])
+            lines.append(f"{name}: {len(ds)} sentence pairs ({is_next} true next), {tokens} tokens")
+        lines.append(f"vocabulary: {len(self.side.vocab)} ({self.side.tokenizer!r})")
+        return "\n".join(lines)
+
+
+def encode_text(tokenizer: Tokenizer, vocab: Vocab, text: str) -> list[int]:
+    """Ids of `text`, with every literal `<unk>` mapped to the `<unk>` id."""
+    ids: list[int] = []
+    for k, part in enumerate(text.split(UNK)):
+        if k:
+            ids.append(vocab.unk_id)
+        ids.extend(vocab.encode(tokenizer.tokenize(part)))
+    return ids
+
+
+def _sentence_rows(corpus: str, folder: str, split: str, lowercase: bool):
+    manifest = load_manifest(corpus)
+    paragraph = 0
+    for row in read_split(manifest, Path(folder), split):
+        sentences = split_paragraph(row["text"], lowercase=lowercase)
+        for sentence in sentences:
+            yield {"paragraph": paragraph, "text": sentence}
+        paragraph += bool(sentences)
+
+
+def sentence_tables(data: MaskedLMData, cache: Path) -> dict[str, datasets.Dataset]:
+    """Tables of (paragraph number, sentence text) for the train and valid splits."""
+    manifest = load_manifest(data.corpus)
+    if manifest.format != "lines":
+        raise ConfigError(
+            f"data.corpus = '{data.corpus}' is a '{manifest.format}' corpus; masked_lm needs "
+            "a 'lines' corpus (one paragraph per line, e.g. wikitext-2)"
+        )
+    folder = fetch_corpus(manifest, cache=cache)
+    tables = {}
+    for name, split in (("train", data.train_split), ("valid", data.valid_split)):
+        files = [f.sha256 for f in manifest.files_for(split)]
+        if not files:
+            raise DataError(
+                f"corpus '{manifest.name}' has no split '{split}' (data.{name}_split); "
+                f"splits: {', '.join(manifest.splits)}"
+            )
+        kwargs = {
+            "corpus": manifest.name,
+            "folder": str(folder),
+            "split": split,
+            "lowercase": data.lowercase,
+        }
+        fp = fingerprint("mlm-sentences", READER_VERSION, files, split, data.lowercase)
+        tables[name] = text_dataset(_sentence_rows, kwargs, fp, cache / "datasets")
+        if len(tables[name]) == 0:
+            raise DataError(
+                f"corpus '{manifest.name}', split '{split}': no paragraph has two sentences"
+            )
+    return tables
+
+
+def _texts(ds: datasets.Dataset, drop_unk: bool):
+    for batch in ds.iter(batch_size=2000):
+        for text in batch["text"]:
+            yield text.replace(UNK, " ") if drop_unk else text
+
+
+def train_side(data, train: datasets.Dataset) -> Side:
+    """SentencePiece or whitespace vocabulary on the `text` column of `train`.
+
+    `data` is a `MaskedLMData` or `ClassificationData` (both have the tokenizer keys).
+    """
+    if data.tokenizer == "sentencepiece":
+        tokenizer = SentencePieceTokenizer.train(
+            _texts(train, drop_unk=True),
+            model_type=data.sp_model_type,
+            vocab_size=data.sp_vocab_size,
+            character_coverage=data.sp_character_coverage,
+            lowercase=data.lowercase,
+        )
+        return Side(tokenizer, tokenizer.vocab())
+    tokenizer = WhitespaceTokenizer(lowercase=data.lowercase)
+    counts = Counter()
+    for text in _texts(train, drop_unk=False):
+        counts.update(tokenizer.tokenize(text))
+    if not counts:
+        raise DataError(f"corpus '{data.corpus}': the training split has no tokens")
+    return Side(tokenizer, Vocab.build(counts, min_freq=data.min_freq, max_size=data.max_vocab))
+
+
+def cached_side(data, train: datasets.Dataset, cache: Path) -> Side:
+    """`train_side`, reused from `<cache>/prepared/` when the same settings saw the same data."""
+    keys = ("tokenizer", "lowercase", "min_freq", "max_vocab", "sp_model_type", "sp_vocab_size")
+    settings = {k: getattr(data, k) for k in (*keys, "sp_character_coverage")}
+    folder = cache / "prepared" / fingerprint(train._fingerprint, "side", settings)
+    config_path, model_path = folder / "tokenizer.json", folder / "tokenizer.model"
+    if config_path.is_file():
+        model = model_path.read_bytes() if model_path.is_file() else None
+        tokenizer = tokenizer_from_config(json.loads(config_path.read_text()), model)
+        return Side(tokenizer, Vocab.load(folder / "vocab.json"))
+    side = train_side(data, train)
+    folder.mkdir(parents=True, exist_ok=True)
+    model = getattr(side.tokenizer, "model_bytes", None)
+    if model is not None:
+        model_path.write_bytes(model)
+    side.vocab.save(folder / "vocab.json")
+    config_path.write_text(json.dumps(side.tokenizer.config()))
+    return side
+
+
+def _encode_batch(batch: dict, config: dict, model: bytes | None, tokens: list[str]) -> dict:
+    """`map` worker: the `text` column -> an `ids` column."""
+    tokenizer, vocab = tokenizer_from_config(config, model), Vocab(tokens)
+    return {"ids": [encode_text(tokenizer, vocab, text) for text in batch["text"]]}
+
+
+def encode_table(ds: datasets.Dataset, side: Side, num_proc: int = 1) -> datasets.Dataset:
+    """Add the `ids` column (cached: the fingerprint covers the table, tokenizer and vocab)."""
+    config = side.tokenizer.config()
+    model = getattr(side.tokenizer, "model_bytes", None)
+    tokens = list(side.vocab.tokens)
+    model_hash = hashlib.sha256(model or b"").hexdigest()
+    fp = fingerprint(ds._fingerprint, "encode", config, model_hash, tokens)
+    bars = datasets.utils.logging.is_progress_bar_enabled()
+    datasets.utils.logging.disable_progress_bar()
+    try:
+        return ds.map(
+            _encode_batch,
+            batched=True,
+            fn_kwargs={"config": config, "model": model, "tokens": tokens},
+            num_proc=num_proc if num_proc > 1 else None,
+            new_fingerprint=fp,
+        )
+    finally:
+        if bars:
+            datasets.utils.logging.enable_progress_bar()
+
+
+def pair_table(
+    sentences: datasets.Dataset, data: MaskedLMData, seed: int, limit: int | None
+) -> datasets.Dataset:
+    """Draw the NSP pairs of one encoded sentence table and pack them (first `limit` kept)."""
+    paragraphs: list[list[list[int]]] = []
+    for batch in sentences.iter(batch_size=5000):
+        for number, ids in zip(batch["paragraph"], batch["ids"]):
+            while len(paragraphs) <= number:
+                paragraphs.append([])
+            if ids:  # a sentence of nothing but spaces left no token
+                paragraphs[number].append(ids)
+    pairs = nsp_pairs(paragraphs, data.next_prob, random.Random(seed))
+    if limit is not None:
+        pairs = pairs[:limit]
+    vocab = Vocab.build({})
+    columns = packed_pairs(pairs, max_len=data.max_len, cls_id=vocab.cls_id, sep_id=vocab.sep_id)
+    return datasets.Dataset.from_dict(columns)
+
+
+def prepare(recipe: Recipe, *, cache: Path | None = None) -> PreparedMaskedLM:
+    """Fetch the corpus, train the tokenizer, encode sentences and draw the NSP pairs."""
+    data: MaskedLMData = recipe.data
+    cache = cache or cache_dir()
+    tables = sentence_tables(data, cache)
+    side = cached_side(data, tables["train"], cache)
+    splits = {}
+    for i, name in enumerate(("train", "valid")):
+        encoded = encode_table(tables[name], side, data.num_proc)
+        limit = data.max_train_pairs if name == "train" else data.max_valid_pairs
+        splits[name] = pair_table(encoded, data, recipe.seed * 1000 + i, limit)
+    return PreparedMaskedLM(side, splits)
