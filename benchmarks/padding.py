@@ -9,12 +9,14 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+from benchmarks.common import get_scale
 from seqlab.config import load_recipe
 from seqlab.data.sampler import BucketBatchSampler
 from seqlab.tasks.translation import pair_lengths
 from seqlab.tasks.translation_data import prepare
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "multi30k-gru-attention.toml"
+TINY_RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "reverse.toml"
 
 
 def pad_fraction(batches: list[list[int]], lengths: list[tuple[int, int]]) -> float:
@@ -42,11 +44,17 @@ def random_batches(n: int, lengths, max_tokens: int, seed: int = 0) -> list[list
     return [*batches, batch] if batch else batches
 
 
-def run() -> dict:
-    recipe = load_recipe(RECIPE)
+def run(scale: str | None = None) -> dict:
+    """Full/quick: Multi30k train; tiny: 300 synthetic `reverse` pairs (for tests)."""
+    if get_scale(scale).real_data:
+        recipe, corpus = load_recipe(RECIPE), "multi30k train (de-en, word tokens)"
+        budgets: tuple[int, ...] = (2000, 4000, 8000)
+    else:
+        recipe = load_recipe(TINY_RECIPE, ["data.synthetic_size=300"])
+        corpus, budgets = "synthetic reverse, 300 pairs", (200, 400)
     lengths = pair_lengths(prepare(recipe).splits["train"])
-    results = {"corpus": "multi30k train (de-en, word tokens)", "pairs": len(lengths), "runs": []}
-    for max_tokens in (2000, 4000, 8000):
+    results = {"corpus": corpus, "pairs": len(lengths), "runs": []}
+    for max_tokens in budgets:
         bucketed = list(BucketBatchSampler(lengths, max_tokens=max_tokens, seed=recipe.seed))
         results["runs"].append(
             {

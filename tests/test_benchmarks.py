@@ -1,0 +1,135 @@
+"""The benchmarks at tiny scale: each runs, writes valid JSON, and compares like with like."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from benchmarks import __main__ as bench
+from benchmarks import baselines, common, decode_throughput, train_throughput
+from benchmarks.common import get_scale
+from seqlab.models.rnn import RNNSeq2SeqConfig, build_rnn_seq2seq
+from seqlab.models.transformer import TransformerConfig, build_transformer
+
+HAS_HF = common.transformers_or_none() is not None
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def fake_peak(module, family, case, scale):
+    return {"peak_mib": 1.0, "memory_method": "fake"}
+
+
+def test_main_writes_json_and_tables(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(train_throughput, "peak_in_child", fake_peak)
+    assert bench.main(["--tiny", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    for name in bench.BENCHMARKS:
+        result = json.loads((tmp_path / f"{name}.json").read_text())
+        assert result["benchmark"] == name
+        assert result["environment"]["torch"] == torch.__version__
+        assert f"### {name}" in out
+    train = json.loads((tmp_path / "train_throughput.json").read_text())
+    assert train["clock"] == "cpu" and train["threads"] == 1
+    expected = {"transformer": 3, "rnn": 2, "bert": 2} if HAS_HF else {"transformer": 2, "rnn": 2}
+    for family, count in expected.items():
+        cases = train["families"][family]["cases"]
+        assert len(cases) == count
+        assert cases["seqlab"]["seqlab_speedup"] == 1.0
+        for entry in cases.values():
+            assert len(entry["times_s"]) == get_scale("tiny").repeats
+            assert entry["tokens_per_s"] > 0 and entry["tokens"] > 0
+    decode = json.loads((tmp_path / "decode_throughput.json").read_text())
+    assert [(m["beam"], m["batch"]) for m in decode["modes"]] == [(1, 1), (1, 64), (5, 1), (5, 64)]
+    for mode in decode["modes"]:
+        assert mode["seqlab"]["tokens_per_s"] > 0
+        assert mode["sentences"] == (64 if mode["batch"] == 64 else 2)
+
+
+def test_without_transformers_the_hf_cases_are_skipped(monkeypatch):
+    monkeypatch.setattr(train_throughput, "transformers_or_none", lambda: None)
+    monkeypatch.setattr(
+        train_throughput, "FAMILIES", {"transformer": train_throughput.FAMILIES["transformer"]}
+    )
+    result = train_throughput.run("tiny", memory=False)
+    cases = result["families"]["transformer"]["cases"]
+    assert set(cases) == {"seqlab", "torch.nn.Transformer"}
+    assert result["families"]["transformer"]["skipped"]
+
+
+def test_peak_memory_sees_an_allocation():
+    def work():
+        block = torch.ones(64 * 2**20 // 4)  # 64 MiB, written so the pages are resident
+        return float(block.sum())
+
+    peak = common.measure_peak(work, repeats=1)
+    assert 60 <= peak["peak_mib"] < 200
+
+
+def test_peak_in_child_runs_a_workload():
+    peak = common.peak_in_child("train_throughput", "rnn", "d2l formulation", get_scale("tiny"))
+    assert peak["memory_method"] == "peak RSS delta, child process"
+    assert peak["peak_mib"] is not None and peak["peak_mib"] > 0
+
+
+def test_interleaved_rotates_the_order():
+    calls = []
+    timings = common.interleaved({n: (lambda n=n: calls.append(n)) for n in "abc"}, repeats=3)
+    assert calls == list("abc" + "abc" + "bca" + "cab")
+    assert all(len(t) == 3 for t in timings.times.values())
+    assert common.paired_ratio([1.0, 2.0, 1.0], [2.0, 6.0, 1.0]) == 2.0
+
+
+def test_references_have_seqlabs_parameter_counts():
+    transformer = TransformerConfig(32, 4, 2, 2, 64, share_embeddings=True)
+    ours = build_transformer(transformer, 60, 60)
+    theirs = baselines.TorchTransformerSeq2Seq(transformer, 60)
+    assert common.count_parameters(ours) == common.count_parameters(theirs)
+    rnn = RNNSeq2SeqConfig(embed_dim=8, hidden_size=16, num_layers=2)
+    d2l = baselines.D2LBahdanauSeq2Seq(rnn, 40, 50)
+    assert common.count_parameters(build_rnn_seq2seq(rnn, 40, 50)) == common.count_parameters(d2l)
+
+
+def test_d2l_baseline_matches_seqlab_on_unpadded_batches():
+    """Same weights, no padding: the d2l formulation computes seqlab's function."""
+    torch.manual_seed(0)
+    config = RNNSeq2SeqConfig(embed_dim=8, hidden_size=16, num_layers=1, dropout=0.0)
+    ours, d2l = (
+        build_rnn_seq2seq(config, 30, 30).eval(),
+        baselines.D2LBahdanauSeq2Seq(config, 30, 30),
+    )
+    names = {
+        "src_embed": "encoder.embedding",
+        "encoder": "encoder.rnn.rnn",
+        "bridge": "encoder.bridge.hidden",
+        "tgt_embed": "decoder.embedding",
+        "W_q": "decoder.attention.W_q",
+        "W_k": "decoder.attention.W_k",
+        "w_v": "decoder.attention.w_v",
+        "decoder": "decoder.rnn.rnn",
+        "output": "decoder.output",
+    }
+    state = ours.state_dict()
+    mapped = {}
+    for key in d2l.state_dict():
+        head, _, rest = key.partition(".")
+        mapped[key] = state[f"{names[head]}.{rest}"]
+    d2l.load_state_dict(mapped)
+    src, tgt = torch.randint(4, 30, (3, 7)), torch.randint(4, 30, (3, 5))
+    mask = torch.ones_like(src, dtype=torch.bool)
+    torch.testing.assert_close(d2l.eval()(src, mask, tgt), ours(src, mask, tgt))
+
+
+@pytest.mark.skipif(not HAS_HF, reason="transformers (the bench extra) is not installed")
+def test_decode_forces_the_same_length_on_both():
+    result = decode_throughput.run("tiny")
+    assert result["forced_steps"] == get_scale("tiny").decode_steps
+    for mode in result["modes"]:
+        assert mode["hf generate"]["tokens_per_s"] > 0 and mode["seqlab_speedup"] > 0
