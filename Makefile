@@ -17,7 +17,7 @@ endif
 RECIPE ?= recipes/multi30k-gru-attention.toml
 SEQLAB := $(BIN)/seqlab
 
-.PHONY: install test test-slow lint format corpora prepare bench clean
+.PHONY: install test test-slow lint format corpora prepare bench bench-quick clean
 
 install: $(BIN)/.installed
 
@@ -50,7 +50,11 @@ prepare: install
 	$(SEQLAB) prepare $(RECIPE)
 
 bench: install
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
 	$(BIN)/python -m benchmarks
+
+bench-quick: install
+	$(BIN)/python -m benchmarks --quick
 
 clean:
 	rm -rf .pytest_cache .ruff_cache .hypothesis build dist
@@ -68,3 +72,23 @@ train-transformer: install
 	$(SEQLAB) train recipes/multi30k-transformer.toml $(ARGS)
 train-reverse: install
 	$(SEQLAB) train recipes/reverse.toml $(ARGS)
+
+# -- language models, BERT, several processes ---------------------------------------------------
+.PHONY: train-lm train-timemachine pretrain-bert pretrain-bert-d2l finetune-sst2 train-sst2-scratch train-ddp
+train-lm: install
+	$(SEQLAB) train recipes/wikitext2-lstm.toml $(ARGS)
+	$(SEQLAB) generate runs/wikitext2-lstm/best.pt --num 3 --seed 1 --top-p 0.9 --max-len 60
+train-timemachine: install
+	$(SEQLAB) train recipes/timemachine-char-gru.toml $(ARGS)
+	$(SEQLAB) generate runs/timemachine-char-gru/best.pt --prefix "time traveller" --num 3 --seed 1 --max-len 100
+pretrain-bert: install
+	$(SEQLAB) train recipes/bert-wikitext2.toml $(ARGS)
+pretrain-bert-d2l: install
+	$(SEQLAB) train recipes/bert-d2l-50steps.toml $(ARGS)
+finetune-sst2: install   # needs runs/bert-wikitext2/best.pt (make pretrain-bert)
+	$(SEQLAB) train recipes/sst2-finetune.toml $(ARGS)
+train-sst2-scratch: install   # the control: same model and vocabulary, random weights
+	$(SEQLAB) train recipes/sst2-scratch.toml $(ARGS)
+NPROC ?= 2
+train-ddp: install   # RECIPE=recipes/x.toml NPROC=2 (gloo on CPU, NCCL on GPUs)
+	$(BIN)/torchrun --standalone --nproc_per_node=$(NPROC) -m seqlab train $(RECIPE) $(ARGS)
