@@ -97,13 +97,28 @@ def _split_lines(data: LanguageModelData, name: str, cache: Path) -> Iterator[st
             f"data.corpus = '{data.corpus}' is a '{manifest.format}' corpus; "
             "a language model reads a 'lines' corpus (or data.corpus = 'files')"
         )
+    _check_split(manifest, split, name)
+    folder = fetch_corpus(manifest, cache=cache, progress=False)
+    return (row["text"] for row in read_split(manifest, folder, split))
+
+
+def _check_split(manifest, split: str, name: str) -> None:
     if split not in manifest.splits:
         raise DataError(
             f"corpus '{manifest.name}' has no split '{split}' (data.{name}_split); "
             f"splits: {', '.join(manifest.splits)}"
         )
-    folder = fetch_corpus(manifest, cache=cache, progress=False)
-    return (row["text"] for row in read_split(manifest, folder, split))
+
+
+def _check_splits(data: LanguageModelData) -> None:
+    """Name a missing split before anything is fetched or read."""
+    if data.corpus == "files":
+        return
+    manifest = load_manifest(data.corpus)
+    for name in ("train", "valid", "test"):
+        split = getattr(data, f"{name}_split")
+        if split is not None and manifest.format == "lines":
+            _check_split(manifest, split, name)
 
 
 def _carve(stream: list[str], data: LanguageModelData, carve: dict[str, float]) -> dict:
@@ -124,6 +139,7 @@ def _carve(stream: list[str], data: LanguageModelData, carve: dict[str, float]) 
 
 def token_splits(data: LanguageModelData, tokenizer, cache: Path) -> dict[str, list[str]]:
     """Token strings of train, valid and (when there is one) test."""
+    _check_splits(data)
     streams = {"train": token_stream(data, tokenizer, _split_lines(data, "train", cache), None)}
     if data.max_train_tokens is not None:
         streams["train"] = streams["train"][: data.max_train_tokens]
