@@ -96,18 +96,18 @@ def text_splits(data: TranslationData, cache: Path, seed: int) -> dict[str, data
             for i, (name, n) in enumerate(sizes.items())
         }
     manifest = load_manifest(data.corpus)
-    folder = fetch_corpus(manifest, cache=cache)
     names = {"train": data.train_split, "valid": data.valid_split, "test": data.test_split}
-    tables = {}
-    for name, split in names.items():
-        if split is None:
-            continue
-        files = [f.sha256 for f in manifest.files_for(split)]
-        if not files:
+    names = {name: split for name, split in names.items() if split is not None}
+    for name, split in names.items():  # a wrong split is named before anything is fetched
+        if not manifest.files_for(split):
             raise DataError(
                 f"corpus '{manifest.name}' has no split '{split}' (data.{name}_split); "
                 f"splits: {', '.join(manifest.splits)}"
             )
+    folder = fetch_corpus(manifest, cache=cache)
+    tables = {}
+    for name, split in names.items():
+        files = [f.sha256 for f in manifest.files_for(split)]
         kwargs = {
             "corpus": manifest.name,
             "folder": str(folder),
