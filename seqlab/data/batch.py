@@ -56,8 +56,29 @@ def pad(
     return ids, mask
 
 
+class TensorBatch:
+    """Device moves for the frozen batch dataclasses (translation, LM, MLM, classification):
+    every Tensor field is mapped, other fields are kept."""
+
+    def _map(self, fn):
+        changes = {
+            f.name: fn(getattr(self, f.name))
+            for f in dataclasses.fields(self)
+            if isinstance(getattr(self, f.name), Tensor)
+        }
+        return dataclasses.replace(self, **changes)
+
+    def to(self, device: torch.device | str, non_blocking: bool = False):
+        """The same batch on `device` (a copy only where the device differs)."""
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self):
+        """The same batch in page-locked memory; called by `DataLoader(pin_memory=True)`."""
+        return self._map(lambda t: t.pin_memory())
+
+
 @dataclass(frozen=True)
-class Batch:
+class Batch(TensorBatch):
     """A padded batch of (source, target) pairs for teacher-forced seq2seq training.
 
     Attributes:
@@ -86,19 +107,6 @@ class Batch:
             raise ValueError(f"Batch: {self.src.size(0)} sources but {self.tgt_in.size(0)} targets")
         if self.src_mask.dtype != torch.bool or self.tgt_mask.dtype != torch.bool:
             raise ValueError("Batch: masks must be bool tensors")
-
-    def _map(self, fn) -> Batch:
-        """A new batch with `fn` applied to every tensor field."""
-        fields = dataclasses.fields(self)
-        return Batch(**{f.name: fn(getattr(self, f.name)) for f in fields})
-
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
-        """The same batch on `device` (a copy only where the device differs)."""
-        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
-
-    def pin_memory(self) -> Batch:
-        """The same batch in page-locked memory; called by `DataLoader(pin_memory=True)`."""
-        return self._map(lambda t: t.pin_memory())
 
     @property
     def size(self) -> int:

@@ -11,7 +11,6 @@ Shapes: B batch, T padded length (legend of `seqlab.models.interfaces`).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -19,12 +18,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from seqlab.data.batch import pad
+from seqlab.data.batch import TensorBatch, pad
 from seqlab.data.masking import Masker, example_rng
 
 
 @dataclass(frozen=True)
-class MLMBatch:
+class MLMBatch(TensorBatch):
     """One pretraining batch.
 
     Attributes:
@@ -43,13 +42,6 @@ class MLMBatch:
     mlm_mask: Tensor
     nsp_labels: Tensor
 
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> MLMBatch:
-        changes = {
-            f.name: getattr(self, f.name).to(device, non_blocking=non_blocking)
-            for f in dataclasses.fields(self)
-        }
-        return dataclasses.replace(self, **changes)
-
     @property
     def size(self) -> int:
         """B, the number of sentence pairs."""
@@ -62,7 +54,7 @@ class MLMBatch:
 
 
 @dataclass(frozen=True)
-class ClassificationBatch:
+class ClassificationBatch(TensorBatch):
     """One classification batch: `<cls> sentence <sep>` ids (B, T), segments (B, T) of zeros,
     mask (B, T) bool, labels (B,)."""
 
@@ -70,13 +62,6 @@ class ClassificationBatch:
     segments: Tensor
     mask: Tensor
     labels: Tensor
-
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> ClassificationBatch:
-        changes = {
-            f.name: getattr(self, f.name).to(device, non_blocking=non_blocking)
-            for f in dataclasses.fields(self)
-        }
-        return dataclasses.replace(self, **changes)
 
     @property
     def size(self) -> int:

@@ -95,6 +95,16 @@ class Manifest:
         """The files of `split` (of language `lang` when given); empty when there are none."""
         return [f for f in self.files if f.split == split and (lang is None or f.lang == lang)]
 
+    def require_splits(self, splits: dict[str, str | None]) -> None:
+        """DataError naming the recipe key of the first split (key -> split, None: unused) this
+        corpus lacks; call it before fetching, so a typo costs no download."""
+        for key, split in splits.items():
+            if split is not None and not self.files_for(split):
+                raise DataError(
+                    f"corpus '{self.name}' has no split '{split}' ({key}); "
+                    f"splits: {', '.join(self.splits)}"
+                )
+
     def file(self, split: str, lang: str | None = None) -> CorpusFile:
         """The single file of `split` (and `lang`); DataError naming what exists otherwise."""
         found = self.files_for(split, lang)

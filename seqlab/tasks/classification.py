@@ -84,15 +84,13 @@ def labelled_tables(data: ClassificationData, cache: Path) -> dict[str, datasets
             f"data.corpus = '{data.corpus}' is a '{manifest.format}' corpus; classification "
             "needs a 'tsv-labelled' one (e.g. sst2)"
         )
+    manifest.require_splits(
+        {"data.train_split": data.train_split, "data.valid_split": data.valid_split}
+    )
     folder = fetch_corpus(manifest, cache=cache)
     tables = {}
     for name, split in (("train", data.train_split), ("valid", data.valid_split)):
         files = [f.sha256 for f in manifest.files_for(split)]
-        if not files:
-            raise DataError(
-                f"corpus '{manifest.name}' has no split '{split}' (data.{name}_split); "
-                f"splits: {', '.join(manifest.splits)}"
-            )
         limit = data.max_train_examples if name == "train" else None
         kwargs = {"corpus": manifest.name, "folder": str(folder), "split": split, "limit": limit}
         fp = fingerprint("labelled", 1, files, split, limit)

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from seqlab.config import Recipe
+from seqlab.data.batch import TensorBatch
 from seqlab.errors import ConfigError, DataError
 from seqlab.evaluation.metrics import perplexity
 from seqlab.inference import side_to_payload
@@ -38,7 +39,7 @@ from seqlab.tasks.language_model_data import PreparedLM
 
 
 @dataclass(frozen=True)
-class LMBatch:
+class LMBatch(TensorBatch):
     """One TBPTT segment of B rows.
 
     Attributes:
@@ -51,9 +52,6 @@ class LMBatch:
     inputs: Tensor
     targets: Tensor
     carry: bool = False
-
-    def to(self, device: torch.device | str) -> LMBatch:
-        return LMBatch(self.inputs.to(device), self.targets.to(device), self.carry)
 
     @property
     def num_tokens(self) -> int:

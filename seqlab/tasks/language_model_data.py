@@ -97,17 +97,9 @@ def _split_lines(data: LanguageModelData, name: str, cache: Path) -> Iterator[st
             f"data.corpus = '{data.corpus}' is a '{manifest.format}' corpus; "
             "a language model reads a 'lines' corpus (or data.corpus = 'files')"
         )
-    _check_split(manifest, split, name)
+    manifest.require_splits({f"data.{name}_split": split})
     folder = fetch_corpus(manifest, cache=cache, progress=False)
     return (row["text"] for row in read_split(manifest, folder, split))
-
-
-def _check_split(manifest, split: str, name: str) -> None:
-    if split not in manifest.splits:
-        raise DataError(
-            f"corpus '{manifest.name}' has no split '{split}' (data.{name}_split); "
-            f"splits: {', '.join(manifest.splits)}"
-        )
 
 
 def _check_splits(data: LanguageModelData) -> None:
@@ -115,10 +107,9 @@ def _check_splits(data: LanguageModelData) -> None:
     if data.corpus == "files":
         return
     manifest = load_manifest(data.corpus)
-    for name in ("train", "valid", "test"):
-        split = getattr(data, f"{name}_split")
-        if split is not None and manifest.format == "lines":
-            _check_split(manifest, split, name)
+    if manifest.format == "lines":
+        names = ("train", "valid", "test")
+        manifest.require_splits({f"data.{n}_split": getattr(data, f"{n}_split") for n in names})
 
 
 def _carve(stream: list[str], data: LanguageModelData, carve: dict[str, float]) -> dict:

@@ -87,15 +87,13 @@ def sentence_tables(data: MaskedLMData, cache: Path) -> dict[str, datasets.Datas
             f"data.corpus = '{data.corpus}' is a '{manifest.format}' corpus; masked_lm needs "
             "a 'lines' corpus (one paragraph per line, e.g. wikitext-2)"
         )
+    manifest.require_splits(
+        {"data.train_split": data.train_split, "data.valid_split": data.valid_split}
+    )
     folder = fetch_corpus(manifest, cache=cache)
     tables = {}
     for name, split in (("train", data.train_split), ("valid", data.valid_split)):
         files = [f.sha256 for f in manifest.files_for(split)]
-        if not files:
-            raise DataError(
-                f"corpus '{manifest.name}' has no split '{split}' (data.{name}_split); "
-                f"splits: {', '.join(manifest.splits)}"
-            )
         kwargs = {
             "corpus": manifest.name,
             "folder": str(folder),

@@ -98,12 +98,7 @@ def text_splits(data: TranslationData, cache: Path, seed: int) -> dict[str, data
     manifest = load_manifest(data.corpus)
     names = {"train": data.train_split, "valid": data.valid_split, "test": data.test_split}
     names = {name: split for name, split in names.items() if split is not None}
-    for name, split in names.items():  # a wrong split is named before anything is fetched
-        if not manifest.files_for(split):
-            raise DataError(
-                f"corpus '{manifest.name}' has no split '{split}' (data.{name}_split); "
-                f"splits: {', '.join(manifest.splits)}"
-            )
+    manifest.require_splits({f"data.{name}_split": split for name, split in names.items()})
     folder = fetch_corpus(manifest, cache=cache)
     tables = {}
     for name, split in names.items():
