@@ -53,7 +53,7 @@ def pytest_collection_modifyitems(config, items):
 
 
 # A tiny trained `reverse` run shared by the CLI, plotting and README tests: checkpoints at steps
-# 2, 4 and 6 plus best.pt, trained once per session on one thread (tiny models run faster so).
+# 2, 4 and 6 plus best.pt, trained once per session.
 TINY_REVERSE = [
     "data.synthetic_size=300",
     "train.max_steps=6",
@@ -68,18 +68,11 @@ TINY_REVERSE = [
 
 @pytest.fixture(scope="session")
 def reverse_run_dir(tmp_path_factory) -> Path:
-    import torch
-
     from seqlab.config import load_recipe
     from seqlab.run import train_translation
 
     run_dir = tmp_path_factory.mktemp("tiny") / "reverse"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        train_translation(load_recipe(REPO / "recipes" / "reverse.toml", TINY_REVERSE), run_dir)
-    finally:
-        torch.set_num_threads(threads)
+    train_translation(load_recipe(REPO / "recipes" / "reverse.toml", TINY_REVERSE), run_dir)
     return run_dir
 
 
