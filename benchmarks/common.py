@@ -26,6 +26,7 @@ a GPU it is `torch.cuda.max_memory_allocated` minus the allocation before the re
 
 from __future__ import annotations
 
+import gc
 import importlib
 import json
 import os
@@ -189,6 +190,7 @@ def measure_peak(work: Callable[[], object], repeats: int = 2) -> dict:
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated() - before
         return {"peak_mib": round(peak / 2**20, 1), "memory_method": "cuda max_memory_allocated"}
+    gc.collect()  # garbage freed during `work` would lower the RSS under the measured peak
     Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
     before = _status_kib("VmRSS")
     for _ in range(repeats):
