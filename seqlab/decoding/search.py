@@ -1,9 +1,9 @@
 """Search over any `Decoder`: greedy search, beam search and ancestral sampling.
 
 Everything here is written against the `Decoder` protocol of `seqlab/models/interfaces.py`
-(`init_state`, `step`, `DecoderState.reorder`) and never asks which model it decodes. The loops
-only call the decoder and keep books; the decisions (beam selection, length penalty, stopping
-bound, sampling filters) are the pure tensor functions of `beam.py`.
+(`init_state`, `step`, `DecoderState.reorder` and `expand`) and never asks which model it decodes.
+The loops only call the decoder and keep books; the decisions (beam selection, length penalty,
+stopping bound, sampling filters) are the pure tensor functions of `beam.py`.
 
 Conventions shared by all three:
 - Maximum output length per source row: `int(max_len_a * src_len + max_len_b)` generated tokens
@@ -360,7 +360,7 @@ def beam_search(
         scores,
         expand.new_zeros(batch * beam_size, 0),
         torch.full_like(expand, bos_id),
-        decoder.init_state(encoded.reorder(expand)),
+        decoder.init_state(encoded).expand(beam_size),
     )
     pool = _Finished(batch, beam_size, length_penalty, length_penalty_kind)
     t = 0

@@ -26,6 +26,29 @@ KV = tuple[Tensor, Tensor]  # per-head keys and values, each (B, h, S or t, d)
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU}
 
 
+def append_position(cache: Tensor, new: Tensor, rows: Tensor | None = None) -> Tensor:
+    """A self-attention cache one position longer, in one copy.
+
+    Args:
+        cache: (B0, h, t, d) keys or values of t positions.
+        new: (B, h, 1, d) the next position of every row.
+        rows: (B,) which cache row each row continues (beam search reorders rows); None: row i.
+
+    Returns:
+        (B, h, t+1, d): cache[rows] then new, written into one new tensor (never into `cache`,
+        so earlier states stay valid).
+    """
+    batch, heads, _, dim = new.shape
+    t = cache.size(2)
+    out = new.new_empty(batch, heads, t + 1, dim)
+    if rows is None:
+        out[:, :, :t] = cache
+    else:
+        torch.index_select(cache, 0, rows, out=out[:, :, :t])
+    out[:, :, t:] = new
+    return out
+
+
 class PositionwiseFeedForward(nn.Module):
     """FFN(x) = act(x W_1 + b_1) W_2 + b_2 (Vaswani et al. 2017, eq. 2), dropout after act.
 
@@ -50,7 +73,8 @@ class PositionwiseFeedForward(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """x (B, T, H) -> (B, T, H)."""
-        return self.linear2(self.dropout(self.activation(self.linear1(x))))  # (B, T, H)
+        inner = self.activation(self.linear1(x))  # (B, T, d_ff)
+        return self.linear2(self.dropout(inner) if self.training else inner)  # (B, T, H)
 
 
 class _Residual(nn.Module):
@@ -63,7 +87,7 @@ class _Residual(nn.Module):
         return norm(x) if self.norm_first else x
 
     def _post(self, x: Tensor, y: Tensor, norm: nn.LayerNorm) -> Tensor:
-        x = x + self.dropout(y)
+        x = x + (self.dropout(y) if self.training else y)  # eval: skip the no-op call (decoding)
         return x if self.norm_first else norm(x)
 
 
@@ -159,21 +183,38 @@ class TransformerDecoderLayer(_Residual):
         return weights  # (B, h, T, S)
 
     def step(
-        self, x: Tensor, self_kv_cache: KV, memory_kv: KV, memory_mask: Tensor
+        self,
+        x: Tensor,
+        self_kv_cache: KV,
+        memory_kv: KV,
+        memory_mask: Tensor,
+        group: int = 1,
+        cache_rows: Tensor | None = None,
     ) -> tuple[Tensor, KV]:
         """One new position. x (B, 1, H), self_kv_cache (B, h, t, d) each -> (y (B, 1, H), cache
         (B, h, t+1, d) each). The single query is the last position: no causal mask is needed.
+
+        `cache_rows` (B,): row i of x continues cache row cache_rows[i] (a pending beam reorder;
+        the cache then has B0 rows); None means row i.
+
+        `group` > 1: memory_kv (B / group, h, S, d) and memory_mask (B / group, S) hold one row
+        per source for `group` consecutive rows of x (the beams of one source); those rows
+        become `group` queries of one cross-attention over their source.
         """
         h = self._pre(x, self.norm1)
         k_new, v_new = self.self_attn.project_kv(h, h)  # (B, h, 1, d)
-        k = torch.cat([self_kv_cache[0], k_new], dim=2)  # (B, h, t+1, d)
-        v = torch.cat([self_kv_cache[1], v_new], dim=2)  # (B, h, t+1, d)
+        k = append_position(self_kv_cache[0], k_new, cache_rows)  # (B, h, t+1, d)
+        v = append_position(self_kv_cache[1], v_new, cache_rows)  # (B, h, t+1, d)
         x = self._post(x, self.self_attn.attend(h, k, v), self.norm1)
-        return self._cross_and_ffn(x, memory_kv, memory_mask), (k, v)
+        return self._cross_and_ffn(x, memory_kv, memory_mask, group), (k, v)
 
-    def _cross_and_ffn(self, x: Tensor, memory_kv: KV, memory_mask: Tensor) -> Tensor:
-        h = self._pre(x, self.norm2)
-        x = self._post(x, self.cross_attn.attend(h, *memory_kv, key_mask=memory_mask), self.norm2)
+    def _cross_and_ffn(
+        self, x: Tensor, memory_kv: KV, memory_mask: Tensor, group: int = 1
+    ) -> Tensor:
+        h = self._pre(x, self.norm2)  # (B, T, H)
+        queries = h if group == 1 else h.reshape(-1, group * h.size(1), h.size(2))  # (Bs, gT, H)
+        y = self.cross_attn.attend(queries, *memory_kv, key_mask=memory_mask)
+        x = self._post(x, y.view_as(h), self.norm2)
         return self._post(x, self.ffn(self._pre(x, self.norm3)), self.norm3)
 
 
@@ -258,11 +299,20 @@ class TransformerDecoderStack(nn.Module):
         return self.layers[index].cross_attention_weights(x, memory_kv[index], memory_mask)
 
     def step(
-        self, x: Tensor, caches: tuple[KV, ...], memory_kv: tuple[KV, ...], memory_mask: Tensor
+        self,
+        x: Tensor,
+        caches: tuple[KV, ...],
+        memory_kv: tuple[KV, ...],
+        memory_mask: Tensor,
+        group: int = 1,
+        cache_rows: Tensor | None = None,
     ) -> tuple[Tensor, tuple[KV, ...]]:
-        """One position: x (B, 1, H) -> (y (B, 1, H), caches one position longer)."""
+        """One position: x (B, 1, H) -> (y (B, 1, H), caches one position longer).
+
+        `group`, `cache_rows`: see `TransformerDecoderLayer.step`.
+        """
         new_caches = []
         for layer, cache, kv in zip(self.layers, caches, memory_kv, strict=True):
-            x, cache = layer.step(x, cache, kv, memory_mask)
+            x, cache = layer.step(x, cache, kv, memory_mask, group, cache_rows)
             new_caches.append(cache)
         return self.final_norm(x), tuple(new_caches)

@@ -15,12 +15,15 @@ Why these contracts exist: `greedy_search`, `beam_search` and `sample` are writt
 `Decoder` alone. An RNN decoder with Bahdanau attention, a Transformer decoder and a language model
 all satisfy it, so search never asks which model it decodes. Decoder state is passed in and
 returned (never kept on the module), and every tensor in a state is batch-first, so a single generic
-`select_rows` implements beam reordering and beam expansion for every decoder.
+`select_rows` implements beam reordering and beam expansion for every decoder. A state may override
+`reorder` and `expand` to do less work: `TransformerState` keeps one copy of the cross-attention
+keys/values per source instead of one per beam.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -30,25 +33,51 @@ from torch import Tensor
 S_ = TypeVar("S_")
 
 
-def select_rows(value: S_, index: Tensor) -> S_:
-    """Pick rows `index` (shape (B',)) along dim 0 of every tensor inside `value`.
+def _map_rows(
+    value: S_,
+    on_state: Callable[[DecoderState], DecoderState],
+    on_tensor: Callable[[Tensor], Tensor],
+) -> S_:
+    """Rebuild `value` with `on_tensor` applied to its tensors and `on_state` to nested states.
 
-    Works on tensors, tuples/lists of them, frozen dataclasses (recursively) and None. Non-tensor
-    fields (ints, strings) are kept as they are. This is how beam search reorders hypotheses
-    (`index` = surviving parents) and expands one state per source into K beams
-    (`index` = arange(B).repeat_interleave(K)).
+    Works on tensors, tuples/lists, frozen dataclasses (recursively) and None; other values (ints,
+    strings) are kept. A nested `DecoderState` is handed to `on_state`, so a state that reorders
+    itself in its own way (`TransformerState`) still does so inside a wrapping state.
     """
     if value is None:
         return value
+    if isinstance(value, DecoderState):
+        return on_state(value)
     if isinstance(value, Tensor):
-        return value.index_select(0, index)
+        return on_tensor(value)
     if isinstance(value, tuple | list):
-        return type(value)(select_rows(v, index) for v in value)
+        return type(value)(_map_rows(v, on_state, on_tensor) for v in value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        fields = dataclasses.fields(value)
-        changes = {f.name: select_rows(getattr(value, f.name), index) for f in fields}
-        return dataclasses.replace(value, **changes)
+        return _map_fields(value, lambda v: _map_rows(v, on_state, on_tensor))
     return value
+
+
+def _map_fields(value: S_, fn: Callable[[Any], Any]) -> S_:
+    """A copy of the dataclass `value` with every field f replaced by fn(f)."""
+    changes = {f.name: fn(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    return dataclasses.replace(value, **changes)
+
+
+def select_rows(value: S_, index: Tensor) -> S_:
+    """Pick rows `index` (B',) along dim 0 of every tensor inside `value` (see `_map_rows`).
+
+    This is how beam search reorders hypotheses (`index` = surviving parents).
+    """
+    return _map_rows(value, lambda s: s.reorder(index), lambda t: t.index_select(0, index))
+
+
+def repeat_rows(value: S_, repeats: int) -> S_:
+    """Repeat every row of every tensor inside `value` `repeats` times in place (row i becomes
+    rows i*repeats .. i*repeats + repeats - 1): how beam search makes K beams per source.
+    """
+    return _map_rows(
+        value, lambda s: s.expand(repeats), lambda t: t.repeat_interleave(repeats, dim=0)
+    )
 
 
 @dataclass(frozen=True)
@@ -56,8 +85,14 @@ class DecoderState:
     """Base for decoder states: frozen, all tensors batch-first (dim 0 is B)."""
 
     def reorder(self, index: Tensor):
-        """Return the state of rows `index` (B',): beam reordering and expansion."""
-        return select_rows(self, index)
+        """Return the state of rows `index` (B',): beam reordering and dropping finished rows."""
+        return _map_fields(self, lambda v: select_rows(v, index))
+
+    def expand(self, repeats: int):
+        """Return the state with every row repeated `repeats` times in place (B*repeats rows:
+        row i becomes rows i*repeats .. i*repeats + repeats - 1): one state per beam.
+        """
+        return _map_fields(self, lambda v: repeat_rows(v, repeats))
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,14 @@
 `build_transformer(config, src_vocab_size, tgt_vocab_size)` assembles a `TransformerSeq2Seq` from
 the layers in `seqlab/layers`. The decoder satisfies the `Decoder` protocol of `interfaces.py`:
 `init_state` projects the encoder memory into cross-attention keys/values once per source, and each
-`step` appends one position to every layer's self-attention cache. `TransformerState` holds only
-batch-first tensors, so the generic `select_rows` reorders and expands it for beam search.
+`step` appends one position to every layer's self-attention cache.
+
+Beam search runs K decoder rows per source, and all K attend to the same source. So
+`TransformerState` keeps the cross-attention keys/values once per source, not once per row: its
+`expand` and `reorder` touch only the self-attention caches while the rows of each source stay
+together, and in `step` the K rows of a source become K queries of one cross-attention (as
+fairseq's `MultiheadAttention` does with `beam_size`). That saves copying every layer's source
+keys/values at every step; `benchmarks/decode_throughput.py` measures it.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
+import torch
 from torch import Tensor, nn
 
 from seqlab.errors import ConfigError
@@ -22,7 +29,7 @@ from seqlab.layers.embedding import (
     TokenEmbedding,
 )
 from seqlab.layers.transformer import KV, TransformerDecoderStack, TransformerEncoderStack
-from seqlab.models.interfaces import DecoderState, Encoded
+from seqlab.models.interfaces import DecoderState, Encoded, select_rows
 from seqlab.models.seq2seq import Seq2Seq
 
 PAD_ID = 0  # seqlab vocabularies fix <pad> at id 0 (see seqlab/data/vocab.py)
@@ -76,19 +83,73 @@ class TransformerConfig:
 
 @dataclass(frozen=True)
 class TransformerState(DecoderState):
-    """Decoder state between steps; every tensor is batch-first.
+    """Decoder state between steps.
+
+    N decoder rows share Bs = N / group source rows: rows [i*group, (i+1)*group) are the beams of
+    source i. `group` is 1 until `expand` makes beams. Reordering is lazy for the self-attention
+    caches: `self_rows` records which cached row each decoder row continues, and the next `step`
+    gathers those rows while it appends the new position (one copy per step instead of two).
 
     Attributes:
-        memory_kv: per layer cross-attention (k, v), each (B, h, S, d), computed once in init_state.
-        self_kv: per layer self-attention cache (k, v), each (B, h, t, d); t = position, grows by 1.
-        memory_mask: (B, S) bool, True at real source tokens.
+        memory_kv: per layer cross-attention (k, v), each (Bs, h, S, d), from init_state.
+        self_kv: per layer self-attention cache (k, v), each (N0, h, t, d); t = position.
+        memory_mask: (Bs, S) bool, True at real source tokens.
         position: t, the position of the next input token (the same for every row).
+        group: decoder rows per source row.
+        self_rows: (N,) long, the cache row of each decoder row; None when they are the same
+            (N = N0, row i is cache row i).
     """
 
     memory_kv: tuple[KV, ...]
     self_kv: tuple[KV, ...]
     memory_mask: Tensor
     position: int = 0
+    group: int = 1
+    self_rows: Tensor | None = None
+
+    @property
+    def batch_size(self) -> int:
+        """N, the number of decoder rows."""
+        if self.self_rows is not None:
+            return self.self_rows.numel()
+        return self.memory_mask.size(0) * self.group
+
+    def _rows(self, index: Tensor) -> Tensor:
+        """Cache rows (N',) of the decoder rows `index` (N',)."""
+        return index if self.self_rows is None else self.self_rows.index_select(0, index)
+
+    def expand(self, repeats: int) -> TransformerState:
+        """Each row becomes `repeats` rows; nothing is copied until the next step."""
+        index = torch.arange(self.batch_size, device=self.memory_mask.device)
+        rows = self._rows(index.repeat_interleave(repeats))  # (N * repeats,)
+        return dataclasses.replace(self, group=self.group * repeats, self_rows=rows)
+
+    def reorder(self, index: Tensor) -> TransformerState:
+        """Rows `index` (N',). When every group of `group` new rows comes from one source (beam
+        search reordering beams, or dropping whole sources), the source keys/values are only
+        indexed per source, or kept as they are; any other index gives one source row per row.
+        """
+        lazy = dataclasses.replace(self, self_rows=self._rows(index))
+        sources = index // self.group  # (N',) source row of each new row
+        if self.group > 1 and index.numel() % self.group == 0:
+            grouped = sources.view(-1, self.group)  # (Bs', group)
+            if bool((grouped == grouped[:, :1]).all()):
+                kept = grouped[:, 0]  # (Bs',)
+                if kept.numel() == self.memory_mask.size(0) and bool(
+                    (kept == torch.arange(kept.numel(), device=kept.device)).all()
+                ):
+                    return lazy
+                return dataclasses.replace(
+                    lazy,
+                    memory_kv=select_rows(self.memory_kv, kept),
+                    memory_mask=self.memory_mask.index_select(0, kept),
+                )
+        return dataclasses.replace(
+            lazy,
+            memory_kv=select_rows(self.memory_kv, sources),
+            memory_mask=self.memory_mask.index_select(0, sources),
+            group=1,
+        )
 
 
 class TransformerEncoder(nn.Module):
@@ -167,9 +228,12 @@ class TransformerDecoder(nn.Module):
         """tokens (B,) previous outputs (BOS first) -> (logits (B, V), state one position on)."""
         x = self.embedding(tokens.unsqueeze(1))  # (B, 1, H)
         x = self.positional(x, state.position)  # (B, 1, H)
-        y, self_kv = self.stack.step(x, state.self_kv, state.memory_kv, state.memory_mask)
+        y, self_kv = self.stack.step(
+            x, state.self_kv, state.memory_kv, state.memory_mask, state.group, state.self_rows
+        )
         logits = self.output(y.squeeze(1))  # (B, V)
-        return logits, dataclasses.replace(state, self_kv=self_kv, position=state.position + 1)
+        after = dataclasses.replace(state, self_kv=self_kv, position=state.position + 1)
+        return logits, dataclasses.replace(after, self_rows=None)
 
 
 class TransformerSeq2Seq(Seq2Seq):

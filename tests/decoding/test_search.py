@@ -339,6 +339,44 @@ def test_batching_and_padding_change_nothing(kind):
         assert_same(hyps, greedy_search(decoder, one, **LIMITS)[0])
 
 
+@dataclass(frozen=True)
+class PerRowState(DecoderState):
+    """Beams made the plain way: `expand` reorders the inner state with a row index, so every
+    beam row gets its own copy of everything (no per-source sharing in `TransformerState`)."""
+
+    inner: DecoderState
+    rows: int
+
+    def expand(self, repeats: int) -> PerRowState:
+        index = torch.arange(self.rows).repeat_interleave(repeats)
+        return PerRowState(self.inner.reorder(index), self.rows * repeats)
+
+    def reorder(self, index: Tensor) -> PerRowState:
+        return PerRowState(self.inner.reorder(index), index.numel())
+
+
+class PerRow:
+    def __init__(self, decoder: Decoder):
+        self.decoder = decoder
+
+    def init_state(self, encoded: Encoded) -> PerRowState:
+        return PerRowState(self.decoder.init_state(encoded), encoded.batch_size)
+
+    def step(self, tokens: Tensor, state: PerRowState) -> tuple[Tensor, PerRowState]:
+        logits, inner = self.decoder.step(tokens, state.inner)
+        return logits, PerRowState(inner, state.rows)
+
+
+@pytest.mark.parametrize("kind", MODELS)
+def test_shared_source_states_search_as_per_row_states(kind):
+    """The Transformer's beams share one copy of their source's keys/values (and reorder their
+    caches lazily); beam search over it equals beam search over one copy per beam."""
+    decoder, encoded, _ = real(kind)
+    search = functools.partial(beam_search, beam_size=4, nbest=4, **LIMITS)
+    for got, want in zip(search(decoder, encoded), search(PerRow(decoder), encoded)):
+        assert_same(got, want)
+
+
 @pytest.mark.parametrize("kind", MODELS)
 def test_nbest_sorted_distinct_and_within_max_len(kind):
     decoder, encoded, _ = real(kind)
