@@ -31,12 +31,12 @@ from seqlab.data.bert_batch import ClassificationBatch, collate_classification
 from seqlab.data.corpus import cache_dir, fetch_corpus, load_manifest
 from seqlab.data.dataset import fingerprint, text_dataset
 from seqlab.data.readers import read_split
-from seqlab.data.sampler import BucketBatchSampler
 from seqlab.data.sentence_pairs import pack_pair
 from seqlab.data.vocab import Side
 from seqlab.errors import CheckpointError, ConfigError, DataError
 from seqlab.inference import side_from_payload, side_to_payload
 from seqlab.models.bert import ARCHITECTURE_KEYS, BertClassifier, build_bert_classifier
+from seqlab.tasks.batching import training_sampler, validation_batches
 from seqlab.tasks.masked_lm_data import cached_side, encode_table
 
 
@@ -172,7 +172,7 @@ class ClassificationTask:
     def __init__(
         self, recipe: Recipe, data: PreparedClassification, *, rank: int = 0, world: int = 1
     ):
-        self.recipe, self.data, cfg = recipe, data, recipe.train
+        self.recipe, self.data = recipe, data
         vocab = data.side.vocab
         self.model: BertClassifier = build_bert_classifier(
             recipe.model.config, len(vocab), recipe.data.num_classes
@@ -181,13 +181,8 @@ class ClassificationTask:
             self.model.bert.load_state_dict(data.weights)
         args = (recipe.data.max_len, vocab.cls_id, vocab.sep_id)
         self.rows = {name: Sentences(ds, *args) for name, ds in data.splits.items()}
-        self.sampler = BucketBatchSampler(
-            self.rows["train"].lengths(),
-            max_tokens=cfg.max_tokens,
-            batch_size=cfg.batch_size,
-            seed=recipe.seed,
-            num_replicas=world,
-            rank=rank,
+        self.sampler = training_sampler(
+            self.rows["train"].lengths(), recipe, rank=rank, world=world
         )
 
     def _loader(self, rows: Sentences, order, seed: int) -> DataLoader:
@@ -210,10 +205,8 @@ class ClassificationTask:
 
     def validate(self, model: nn.Module) -> dict[str, float]:
         device = next(model.parameters()).device
-        rows, cfg = self.rows["valid"], self.recipe.train
-        order = BucketBatchSampler(
-            rows.lengths(), max_tokens=cfg.max_tokens, batch_size=cfg.batch_size, shuffle=False
-        )
+        rows = self.rows["valid"]
+        order = validation_batches(rows.lengths(), self.recipe.train)
         nll = correct = count = 0.0
         for batch in self._loader(rows, list(order), 0):
             batch = batch.to(device)

@@ -30,10 +30,10 @@ from torch.utils.data import DataLoader
 from seqlab.config import Recipe
 from seqlab.data.bert_batch import MLMBatch, collate_mlm
 from seqlab.data.masking import Masker
-from seqlab.data.sampler import BucketBatchSampler
 from seqlab.evaluation.metrics import perplexity
 from seqlab.inference import side_to_payload
 from seqlab.models import build_model
+from seqlab.tasks.batching import training_sampler, validation_batches
 from seqlab.tasks.masked_lm_data import PreparedMaskedLM
 
 TRAIN_STREAM, VALID_STREAM = 0, 1
@@ -79,19 +79,13 @@ class MaskedLMTask:
     def __init__(
         self, recipe: Recipe, data: PreparedMaskedLM, *, rank: int = 0, world: int = 1
     ) -> None:
-        self.recipe, self.data, cfg = recipe, data, recipe.train
+        self.recipe, self.data = recipe, data
         vocab_size = len(data.side.vocab)
         self.model: nn.Module = build_model(recipe.model, vocab_size, vocab_size)
         d = recipe.data
         self.masker = Masker(vocab_size, d.mask_prob, d.mask_token_prob, d.random_token_prob)
-        self.sampler = BucketBatchSampler(
-            pair_lengths(data.splits["train"]),
-            max_tokens=cfg.max_tokens,
-            batch_size=cfg.batch_size,
-            shuffle=True,
-            seed=recipe.seed,
-            num_replicas=world,
-            rank=rank,
+        self.sampler = training_sampler(
+            pair_lengths(data.splits["train"]), recipe, rank=rank, world=world
         )
         self.train_rows = PackedPairs(data.splits["train"])
         self._window = {"mlm": 0.0, "nsp": 0.0, "predictions": 0, "pairs": 0}
@@ -124,10 +118,7 @@ class MaskedLMTask:
     def validate(self, model: nn.Module) -> dict[str, float]:
         device = next(model.parameters()).device
         valid = self.data.splits["valid"]
-        cfg = self.recipe.train
-        order = BucketBatchSampler(
-            pair_lengths(valid), max_tokens=cfg.max_tokens, batch_size=cfg.batch_size, shuffle=False
-        )
+        order = validation_batches(pair_lengths(valid), self.recipe.train)
         totals = dict.fromkeys(("mlm", "nsp", "mlm_correct", "nsp_correct"), 0.0)
         predictions = pairs = 0
         for batch in self._loader(PackedPairs(valid), list(order), VALID_STREAM, 0):

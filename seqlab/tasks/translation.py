@@ -19,12 +19,12 @@ from torch.utils.data import DataLoader
 
 from seqlab.config import Recipe
 from seqlab.data.batch import Batch, collate
-from seqlab.data.sampler import BucketBatchSampler
 from seqlab.evaluation.bleu import corpus_scores
 from seqlab.evaluation.metrics import perplexity
 from seqlab.inference import Translator, side_to_payload
 from seqlab.losses import masked_cross_entropy
 from seqlab.models import build_model
+from seqlab.tasks.batching import training_sampler, validation_batches
 from seqlab.tasks.translation_data import PreparedTranslation
 
 
@@ -59,15 +59,8 @@ class TranslationTask:
     def __init__(self, recipe: Recipe, data: PreparedTranslation, *, rank: int = 0, world: int = 1):
         self.recipe, self.data = recipe, data
         self.model: nn.Module = build_model(recipe.model, len(data.src.vocab), len(data.tgt.vocab))
-        cfg = recipe.train
-        self.sampler = BucketBatchSampler(
-            pair_lengths(data.splits["train"]),
-            max_tokens=cfg.max_tokens,
-            batch_size=cfg.batch_size,
-            shuffle=True,
-            seed=recipe.seed,
-            num_replicas=world,
-            rank=rank,
+        self.sampler = training_sampler(
+            pair_lengths(data.splits["train"]), recipe, rank=rank, world=world
         )
         self.train_rows = PairTable(data.splits["train"])
         self.collate = partial(
@@ -111,12 +104,7 @@ class TranslationTask:
         valid = self.data.splits["valid"]
         nll, tokens = 0.0, 0
         rows = PairTable(valid)
-        order = BucketBatchSampler(
-            pair_lengths(valid),
-            max_tokens=self.recipe.train.max_tokens,
-            batch_size=self.recipe.train.batch_size,
-            shuffle=False,
-        )
+        order = validation_batches(pair_lengths(valid), self.recipe.train)
         loader = DataLoader(
             rows,
             batch_sampler=order,
