@@ -183,6 +183,10 @@ def stop_requested() -> bool:
     return _STOP.is_set()
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def _request_stop(signum: int, frame: Any) -> None:
     if _STOP.is_set():  # asked twice: stop now, wherever we are
         raise KeyboardInterrupt(f"signal {signum}")
@@ -195,15 +199,26 @@ def session(device_name: str = "auto") -> Iterator[DistContext]:
 
     Yields the `DistContext`. With WORLD_SIZE > 1: NCCL when `device_name` resolves to CUDA,
     gloo otherwise; the CUDA device is set to LOCAL_RANK; SIGINT and SIGTERM request a stop (see
-    the module docstring) for the duration. A process group opened by the caller is used as it
-    is and left open.
+    the module docstring) for the duration. In a single process SIGTERM raises KeyboardInterrupt,
+    so `kill PID` saves and stops a run as Ctrl-C does (a background job started from a script
+    ignores SIGINT). A process group opened by the caller is used as it is and left open.
 
     Raises:
         ConfigError: a malformed torchrun environment, or a device every rank cannot use.
     """
     ctx = env_context()
-    if not ctx.enabled or dist.is_initialized():
-        yield current() if dist.is_initialized() else ctx
+    if dist.is_initialized():
+        yield current()
+        return
+    if not ctx.enabled:  # one process: SIGTERM (kill, a scheduler's preemption) acts as Ctrl-C
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, _interrupt)
+        try:
+            yield ctx
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
         return
     device = ctx.device(device_name)  # checks the device before any rank blocks
     if device.type == "cuda":

@@ -148,6 +148,33 @@ def test_torchrun_sigint_saves_stops_every_worker_and_resumes(tmp_path):
     assert_same_params(params(run_dir), params(reference))
 
 
+def test_sigterm_saves_a_single_process_run_like_ctrl_c(tmp_path):
+    """`kill PID` on a plain `seqlab train`: the step in flight is dropped, last.pt is saved,
+    and the run resumes from it."""
+    run_dir = tmp_path / "one"
+    recipe = REPO / "recipes" / "reverse.toml"
+    settings = [*TINY, "train.schedule='constant'", "train.max_steps=100000"]
+    command = [sys.executable, "-m", "seqlab", "train", recipe, *settings, "--run-dir", run_dir]
+    proc = subprocess.Popen(
+        list(map(str, command)),
+        cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (run_dir / "log.jsonl").exists() or len(logged_losses(run_dir)) < 2:
+        assert proc.poll() is None and time.monotonic() < deadline, "no training steps logged"
+        time.sleep(0.2)
+    proc.terminate()  # SIGTERM
+    out = finish(proc, timeout=60)
+    assert proc.returncode == 130, out[-3000:]
+    assert "interrupted at step" in out and "Traceback" not in out
+    step = load_checkpoint(run_dir / "last.pt")["progress"]["step"]
+    assert step >= 2 and max(logged_losses(run_dir)) >= step
+
+
 def _cmdline(pid: str) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
