@@ -82,7 +82,9 @@ def params(run_dir: Path, name: str = "last.pt") -> dict[str, torch.Tensor]:
 
 
 def logged_losses(run_dir: Path) -> dict[int, float]:
-    records = [json.loads(x) for x in (run_dir / "log.jsonl").read_text().splitlines()]
+    """Step -> logged training loss; a line still being written (no newline yet) is left out."""
+    lines = (run_dir / "log.jsonl").read_text().splitlines(keepends=True)
+    records = [json.loads(x) for x in lines if x.endswith("\n")]
     return {r["step"]: r["loss"] for r in records if "loss" in r}
 
 
