@@ -95,6 +95,14 @@ class Manifest:
         """The files of `split` (of language `lang` when given); empty when there are none."""
         return [f for f in self.files if f.split == split and (lang is None or f.lang == lang)]
 
+    def require_format(self, fmt: str, reader: str) -> None:
+        """ConfigError naming `data.corpus` unless this corpus has layout `fmt`.
+
+        `reader` ends the message: who needs the layout and what to use instead.
+        """
+        if self.format != fmt:
+            raise ConfigError(f"data.corpus = '{self.name}' is a '{self.format}' corpus; {reader}")
+
     def require_splits(self, splits: dict[str, str | None]) -> None:
         """DataError naming the recipe key of the first split (key -> split, None: unused) this
         corpus lacks; call it before fetching, so a typo costs no download."""

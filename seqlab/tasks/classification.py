@@ -79,11 +79,7 @@ def _labelled_rows(corpus: str, folder: str, split: str, limit: int | None):
 def labelled_tables(data: ClassificationData, cache: Path) -> dict[str, datasets.Dataset]:
     """(text, label) tables of the train and valid splits of a "tsv-labelled" corpus."""
     manifest = load_manifest(data.corpus)
-    if manifest.format != "tsv-labelled":
-        raise ConfigError(
-            f"data.corpus = '{data.corpus}' is a '{manifest.format}' corpus; classification "
-            "needs a 'tsv-labelled' one (e.g. sst2)"
-        )
+    manifest.require_format("tsv-labelled", "classification needs a 'tsv-labelled' one (e.g. sst2)")
     manifest.require_splits(
         {"data.train_split": data.train_split, "data.valid_split": data.valid_split}
     )

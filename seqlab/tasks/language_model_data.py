@@ -92,11 +92,9 @@ def _split_lines(data: LanguageModelData, name: str, cache: Path) -> Iterator[st
     if split is None:
         return None
     manifest = load_manifest(data.corpus)
-    if manifest.format != "lines":
-        raise ConfigError(
-            f"data.corpus = '{data.corpus}' is a '{manifest.format}' corpus; "
-            "a language model reads a 'lines' corpus (or data.corpus = 'files')"
-        )
+    manifest.require_format(
+        "lines", "a language model reads a 'lines' corpus (or data.corpus = 'files')"
+    )
     manifest.require_splits({f"data.{name}_split": split})
     folder = fetch_corpus(manifest, cache=cache, progress=False)
     return (row["text"] for row in read_split(manifest, folder, split))

@@ -37,7 +37,7 @@ from seqlab.data.tokenize import (
     tokenizer_from_config,
 )
 from seqlab.data.vocab import UNK, Side, Vocab
-from seqlab.errors import ConfigError, DataError
+from seqlab.errors import DataError
 
 READER_VERSION = 1  # bump when the sentence rows change
 
@@ -82,11 +82,9 @@ def _sentence_rows(corpus: str, folder: str, split: str, lowercase: bool):
 def sentence_tables(data: MaskedLMData, cache: Path) -> dict[str, datasets.Dataset]:
     """Tables of (paragraph number, sentence text) for the train and valid splits."""
     manifest = load_manifest(data.corpus)
-    if manifest.format != "lines":
-        raise ConfigError(
-            f"data.corpus = '{data.corpus}' is a '{manifest.format}' corpus; masked_lm needs "
-            "a 'lines' corpus (one paragraph per line, e.g. wikitext-2)"
-        )
+    manifest.require_format(
+        "lines", "masked_lm needs a 'lines' corpus (one paragraph per line, e.g. wikitext-2)"
+    )
     manifest.require_splits(
         {"data.train_split": data.train_split, "data.valid_split": data.valid_split}
     )

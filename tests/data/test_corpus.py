@@ -338,3 +338,13 @@ def test_fetch_timemachine_from_the_mirror(mirror, tmp_path, monkeypatch):
     assert len(text) == 178_979 and text.startswith(b"The Time Machine, by H. G. Wells [1898]")
     monkeypatch.setattr(corpus_mod, "sha256_file", lambda p: pytest.fail("mirror hashed again"))
     assert fetch_corpus("timemachine", cache=tmp_path, mirror=mirror) == folder
+
+
+def test_require_format_names_the_key_the_corpus_and_both_layouts():
+    manifest = load_manifest("multi30k")
+    manifest.require_format(manifest.format, "unused")  # the right layout passes
+    with pytest.raises(ConfigError) as info:
+        manifest.require_format("tsv-labelled", "classification needs a 'tsv-labelled' one")
+    message = str(info.value)
+    assert "data.corpus = 'multi30k'" in message and f"'{manifest.format}' corpus" in message
+    assert message.endswith("classification needs a 'tsv-labelled' one")
