@@ -65,12 +65,14 @@ def test_without_transformers_the_hf_cases_are_skipped(monkeypatch):
 
 
 def test_peak_memory_sees_an_allocation():
+    # 256 MiB, written so the pages are resident: large against what the rest of the test
+    # process (a leftover thread, the allocator trimming) may free or take meanwhile
     def work():
-        block = torch.ones(64 * 2**20 // 4)  # 64 MiB, written so the pages are resident
+        block = torch.ones(256 * 2**20 // 4)
         return float(block.sum())
 
     peak = common.measure_peak(work, repeats=1)
-    assert 60 <= peak["peak_mib"] < 200
+    assert 240 <= peak["peak_mib"] < 400, peak
 
 
 def test_peak_in_child_runs_a_workload():

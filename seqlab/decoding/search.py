@@ -20,6 +20,7 @@ Conventions shared by all three:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -270,16 +271,24 @@ class _Finished:
             kept.sort(key=lambda h: h.score, reverse=True)
             del kept[self.beam_size :]
 
-    def done(self, beams: _Beams, t: int, limits: Tensor, early_stopping: bool) -> Tensor:
-        """(Ba,) bool: sources that cannot improve (see `beam_search`'s stopping rule)."""
+    def done(
+        self, beams: _Beams, sources: list[int], t: int, limits: Tensor, early_stopping: bool
+    ) -> list[bool]:
+        """Per active source (`sources`, host copy of `beams.sources`): can it no longer improve?
+
+        See `beam_search`'s stopping rule. The bound is computed only when a full source would
+        otherwise keep searching (`early_stopping` off), so the default rule costs one small
+        reduction per step.
+        """
         alive = torch.isfinite(beams.scores).any(dim=1).tolist()
+        full = [len(self.hyps[source]) >= self.beam_size for source in sources]
+        if early_stopping or not any(full):
+            return [not a or f for a, f in zip(alive, full, strict=True)]
         bound = score_bound(beams.scores, t, limits[beams.sources], self.alpha, self.kind)
-        flags = []
-        for source, has_alive, best in zip(beams.sources.tolist(), alive, bound.tolist()):
-            kept = self.hyps[source]
-            full = len(kept) >= self.beam_size
-            flags.append(not has_alive or (full and (early_stopping or best <= kept[-1].score)))
-        return torch.tensor(flags, dtype=torch.bool, device=beams.scores.device)
+        return [
+            not a or (f and best <= self.hyps[source][-1].score)
+            for source, a, f, best in zip(sources, alive, full, bound.tolist(), strict=True)
+        ]
 
 
 def _advance(beams: _Beams, pool: _Finished, log_probs: Tensor, eos_id: int) -> _Beams:
@@ -363,18 +372,23 @@ def beam_search(
         decoder.init_state(encoded).expand(beam_size),
     )
     pool = _Finished(batch, beam_size, length_penalty, length_penalty_kind)
+    limits_host = limits.tolist()
+    sources = list(range(batch))  # host copy of beams.sources
     t = 0
-    while beams.sources.numel():
-        stop = pool.done(beams, t, limits, early_stopping)  # (Ba,)
-        at_limit = ~stop & (limits[beams.sources] <= t)  # (Ba,)
-        _retire(beams, pool, at_limit)
-        if bool((stop | at_limit).any()):
-            beams = beams.keep(~(stop | at_limit))
-            if not beams.sources.numel():
+    while sources:
+        stop = pool.done(beams, sources, t, limits, early_stopping)
+        at_limit = [not s and limits_host[i] <= t for i, s in zip(sources, stop, strict=True)]
+        if any(at_limit):
+            _retire(beams, pool, torch.tensor(at_limit, device=device))
+        if any(stop) or any(at_limit):
+            keep = [not (s or a) for s, a in zip(stop, at_limit, strict=True)]
+            beams = beams.keep(torch.tensor(keep, device=device))
+            sources = [i for i, k in zip(sources, keep, strict=True) if k]
+            if not sources:
                 break
         block = eos_id if t < min_len else None
         log_probs, state = _next_log_probs(decoder, beams.last, beams.state, block)  # (Ba*K, V)
-        beams = _Beams(beams.sources, beams.scores, beams.tokens, beams.last, state)
+        beams = dataclasses.replace(beams, state=state)
         log_probs = log_probs.view(*beams.scores.shape, -1)  # (Ba, K, V)
         beams = _advance(beams, pool, log_probs, eos_id)
         t += 1

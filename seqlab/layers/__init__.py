@@ -7,6 +7,7 @@ other projects on their own: `from seqlab.layers import MultiHeadAttention`.
 from seqlab.layers.attention import (
     AdditiveAttention,
     DotProductAttention,
+    KeyMask,
     MultiHeadAttention,
     causal_mask,
     masked_softmax,
@@ -31,6 +32,7 @@ __all__ = [
     "DirectionBridge",
     "DotProductAttention",
     "GRUCell",
+    "KeyMask",
     "LSTMCell",
     "LearnedPositionalEmbedding",
     "MultiHeadAttention",

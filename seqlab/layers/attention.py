@@ -16,6 +16,7 @@ A (additive attention size), E (model size of multi-head attention), h (heads), 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -147,6 +148,39 @@ class DotProductAttention(nn.Module):
         return (context, weights) if need_weights else context
 
 
+@dataclass(frozen=True)
+class KeyMask:
+    """A key padding mask prepared once for many `MultiHeadAttention.attend` calls over the same
+    keys (a decoder stepping over one source: every layer, every step).
+
+    Building it does the work a plain (B, S) mask costs on every call: broadcasting for SDPA and
+    finding rows without any real key (which must get a zero context instead of NaN).
+
+    Attributes:
+        mask: (B, S) bool, the mask it was prepared from: True at real keys.
+        allowed: (B, 1, 1, S) bool, True at real keys; all True in rows without a real key.
+        empty: (B, 1, 1, 1) bool, True at rows without a real key; None when there are none.
+    """
+
+    mask: Tensor
+    allowed: Tensor
+    empty: Tensor | None
+
+    @classmethod
+    def prepare(cls, key_mask: Tensor) -> KeyMask:
+        """key_mask (B, S) bool, True at real keys."""
+        allowed = key_mask[:, None, None, :]  # (B, 1, 1, S)
+        nonempty = allowed.any(dim=-1, keepdim=True)  # (B, 1, 1, 1)
+        if bool(nonempty.all()):
+            return cls(key_mask, allowed, None)
+        return cls(key_mask, allowed | ~nonempty, ~nonempty)
+
+    def rows(self, index: Tensor) -> KeyMask:
+        """Rows `index` (B',)."""
+        empty = None if self.empty is None else self.empty.index_select(0, index)
+        return KeyMask(self.mask.index_select(0, index), self.allowed.index_select(0, index), empty)
+
+
 def _sdpa_masked(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor | None, p: float) -> Tensor:
     """SDPA with a bool mask; queries with no allowed key get a zero context instead of NaN."""
     if allowed is None:
@@ -155,6 +189,12 @@ def _sdpa_masked(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor | None, p: flo
     safe = allowed | ~nonempty  # such rows attend anywhere, then are zeroed
     context = F.scaled_dot_product_attention(q, k, v, attn_mask=safe, dropout_p=p)
     return context.masked_fill(~nonempty, 0.0)  # (B, h, Q, d)
+
+
+def _sdpa_prepared(q: Tensor, k: Tensor, v: Tensor, mask: KeyMask, p: float) -> Tensor:
+    """SDPA with a `KeyMask`: the same result as `_sdpa_masked` with its (B, S) mask."""
+    context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.allowed, dropout_p=p)
+    return context if mask.empty is None else context.masked_fill(mask.empty, 0.0)
 
 
 def _explicit_attention(
@@ -251,7 +291,7 @@ class MultiHeadAttention(nn.Module):
         query: Tensor,
         k: Tensor,
         v: Tensor,
-        key_mask: Tensor | None = None,
+        key_mask: Tensor | KeyMask | None = None,
         causal: bool = False,
         need_weights: bool = False,
     ) -> Tensor | tuple[Tensor, Tensor]:
@@ -260,8 +300,9 @@ class MultiHeadAttention(nn.Module):
         Args:
             query: (B, Q, E).
             k, v: (B, h, S, d) from `project_kv` (or a cache of them).
-            key_mask: (B, S) bool, True at real keys; masked keys get weight 0 and a query with
-                no real key gets a zero context (before the output projection), never NaN.
+            key_mask: (B, S) bool, True at real keys, or the same as a `KeyMask` prepared once
+                for many calls; masked keys get weight 0 and a query with no real key gets a
+                zero context (before the output projection), never NaN.
             causal: query i sees keys j <= i + (S - Q) only (see `causal_mask`).
             need_weights: use the explicit softmax path and also return the weights.
 
@@ -272,9 +313,13 @@ class MultiHeadAttention(nn.Module):
         q = self._split_heads(self.q_proj(query))  # (B, h, Q, d)
         p = self.dropout if self.training else 0.0
         weights = None
-        if causal and key_mask is None and num_queries == k.size(2) and not need_weights:
+        if isinstance(key_mask, KeyMask) and not causal and not need_weights:
+            context = _sdpa_prepared(q, k, v, key_mask, p)  # (B, h, Q, d)
+        elif causal and key_mask is None and num_queries == k.size(2) and not need_weights:
             context = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
         else:
+            if isinstance(key_mask, KeyMask):
+                key_mask = key_mask.mask  # (B, S)
             allowed = self._allowed(key_mask, causal, num_queries, k.size(2), query.device)
             if need_weights:
                 context, weights = _explicit_attention(q, k, v, allowed, p)  # (B, h, Q, d)

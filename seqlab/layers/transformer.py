@@ -19,7 +19,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from seqlab.layers.attention import MultiHeadAttention
+from seqlab.layers.attention import KeyMask, MultiHeadAttention
 
 KV = tuple[Tensor, Tensor]  # per-head keys and values, each (B, h, S or t, d)
 
@@ -187,7 +187,7 @@ class TransformerDecoderLayer(_Residual):
         x: Tensor,
         self_kv_cache: KV,
         memory_kv: KV,
-        memory_mask: Tensor,
+        memory_mask: Tensor | KeyMask,
         group: int = 1,
         cache_rows: Tensor | None = None,
     ) -> tuple[Tensor, KV]:
@@ -209,7 +209,7 @@ class TransformerDecoderLayer(_Residual):
         return self._cross_and_ffn(x, memory_kv, memory_mask, group), (k, v)
 
     def _cross_and_ffn(
-        self, x: Tensor, memory_kv: KV, memory_mask: Tensor, group: int = 1
+        self, x: Tensor, memory_kv: KV, memory_mask: Tensor | KeyMask, group: int = 1
     ) -> Tensor:
         h = self._pre(x, self.norm2)  # (B, T, H)
         queries = h if group == 1 else h.reshape(-1, group * h.size(1), h.size(2))  # (Bs, gT, H)
@@ -303,7 +303,7 @@ class TransformerDecoderStack(nn.Module):
         x: Tensor,
         caches: tuple[KV, ...],
         memory_kv: tuple[KV, ...],
-        memory_mask: Tensor,
+        memory_mask: Tensor | KeyMask,
         group: int = 1,
         cache_rows: Tensor | None = None,
     ) -> tuple[Tensor, tuple[KV, ...]]:

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from seqlab.errors import ConfigError
+from seqlab.layers.projection import OutputProjection
 from seqlab.layers.recurrent import Recurrent
 from seqlab.models.interfaces import DecoderState, Encoded
 
@@ -180,8 +181,8 @@ def _output_layer(
     if cutoffs is not None:
         return nn.AdaptiveLogSoftmaxWithLoss(hidden, vocab_size, list(cutoffs), div_value=4.0)
     if tied is None:
-        return nn.Linear(hidden, vocab_size)
-    out = nn.Linear(tied.embedding_dim, vocab_size)
+        return OutputProjection(hidden, vocab_size)
+    out = OutputProjection(tied.embedding_dim, vocab_size)
     out.weight = tied.weight
     if hidden == tied.embedding_dim:
         return out

@@ -23,11 +23,13 @@ import torch
 from torch import Tensor, nn
 
 from seqlab.errors import ConfigError
+from seqlab.layers.attention import KeyMask
 from seqlab.layers.embedding import (
     LearnedPositionalEmbedding,
     SinusoidalPositionalEncoding,
     TokenEmbedding,
 )
+from seqlab.layers.projection import OutputProjection
 from seqlab.layers.transformer import KV, TransformerDecoderStack, TransformerEncoderStack
 from seqlab.models.interfaces import DecoderState, Encoded, select_rows
 from seqlab.models.seq2seq import Seq2Seq
@@ -93,7 +95,8 @@ class TransformerState(DecoderState):
     Attributes:
         memory_kv: per layer cross-attention (k, v), each (Bs, h, S, d), from init_state.
         self_kv: per layer self-attention cache (k, v), each (N0, h, t, d); t = position.
-        memory_mask: (Bs, S) bool, True at real source tokens.
+        memory_mask: the (Bs, S) source mask, True at real tokens, prepared once for every
+            layer's cross-attention at every step.
         position: t, the position of the next input token (the same for every row).
         group: decoder rows per source row.
         self_rows: (N,) long, the cache row of each decoder row; None when they are the same
@@ -102,7 +105,7 @@ class TransformerState(DecoderState):
 
     memory_kv: tuple[KV, ...]
     self_kv: tuple[KV, ...]
-    memory_mask: Tensor
+    memory_mask: KeyMask
     position: int = 0
     group: int = 1
     self_rows: Tensor | None = None
@@ -112,7 +115,7 @@ class TransformerState(DecoderState):
         """N, the number of decoder rows."""
         if self.self_rows is not None:
             return self.self_rows.numel()
-        return self.memory_mask.size(0) * self.group
+        return self.memory_mask.mask.size(0) * self.group
 
     def _rows(self, index: Tensor) -> Tensor:
         """Cache rows (N',) of the decoder rows `index` (N',)."""
@@ -120,7 +123,7 @@ class TransformerState(DecoderState):
 
     def expand(self, repeats: int) -> TransformerState:
         """Each row becomes `repeats` rows; nothing is copied until the next step."""
-        index = torch.arange(self.batch_size, device=self.memory_mask.device)
+        index = torch.arange(self.batch_size, device=self.memory_mask.mask.device)
         rows = self._rows(index.repeat_interleave(repeats))  # (N * repeats,)
         return dataclasses.replace(self, group=self.group * repeats, self_rows=rows)
 
@@ -133,21 +136,21 @@ class TransformerState(DecoderState):
         sources = index // self.group  # (N',) source row of each new row
         if self.group > 1 and index.numel() % self.group == 0:
             grouped = sources.view(-1, self.group)  # (Bs', group)
-            if bool((grouped == grouped[:, :1]).all()):
-                kept = grouped[:, 0]  # (Bs',)
-                if kept.numel() == self.memory_mask.size(0) and bool(
-                    (kept == torch.arange(kept.numel(), device=kept.device)).all()
-                ):
+            kept = grouped[:, 0]  # (Bs',)
+            if index.numel() == self.batch_size:  # the common beam step: same sources, in order
+                same = torch.arange(kept.numel(), device=index.device).unsqueeze(1)  # (Bs, 1)
+                if bool((grouped == same).all()):
                     return lazy
+            if bool((grouped == kept.unsqueeze(1)).all()):
                 return dataclasses.replace(
                     lazy,
                     memory_kv=select_rows(self.memory_kv, kept),
-                    memory_mask=self.memory_mask.index_select(0, kept),
+                    memory_mask=self.memory_mask.rows(kept),
                 )
         return dataclasses.replace(
             lazy,
             memory_kv=select_rows(self.memory_kv, sources),
-            memory_mask=self.memory_mask.index_select(0, sources),
+            memory_mask=self.memory_mask.rows(sources),
             group=1,
         )
 
@@ -220,7 +223,7 @@ class TransformerDecoder(nn.Module):
         return TransformerState(
             memory_kv=self.stack.project_memory(encoded.memory),
             self_kv=self.stack.empty_cache(encoded.batch_size, encoded.memory),
-            memory_mask=encoded.mask,
+            memory_mask=KeyMask.prepare(encoded.mask),
             position=0,
         )
 
@@ -232,8 +235,10 @@ class TransformerDecoder(nn.Module):
             x, state.self_kv, state.memory_kv, state.memory_mask, state.group, state.self_rows
         )
         logits = self.output(y.squeeze(1))  # (B, V)
-        after = dataclasses.replace(state, self_kv=self_kv, position=state.position + 1)
-        return logits, dataclasses.replace(after, self_rows=None)
+        after = dataclasses.replace(
+            state, self_kv=self_kv, position=state.position + 1, self_rows=None
+        )
+        return logits, after
 
 
 class TransformerSeq2Seq(Seq2Seq):
@@ -288,7 +293,7 @@ def build_transformer(
         if config.share_embeddings
         else TokenEmbedding(tgt_vocab_size, d_model, padding_idx=PAD_ID)
     )
-    output = nn.Linear(d_model, tgt_vocab_size, bias=False)
+    output = OutputProjection(d_model, tgt_vocab_size, bias=False)
     if config.tie_output:
         output.weight = tgt_embedding.weight
     else:

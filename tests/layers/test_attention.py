@@ -11,6 +11,7 @@ from torch import nn
 from seqlab.layers.attention import (
     AdditiveAttention,
     DotProductAttention,
+    KeyMask,
     MultiHeadAttention,
     causal_mask,
     masked_softmax,
@@ -200,3 +201,26 @@ def test_mha_incremental_single_query_needs_no_causal_mask():
 def test_mha_rejects_indivisible_heads():
     with pytest.raises(ValueError, match="divisible"):
         MultiHeadAttention(10, 3)
+
+
+@pytest.mark.parametrize("need_weights", [False, True])
+def test_mha_prepared_key_mask_equals_plain_mask(need_weights):
+    ours, _ = copied_pair()
+    query, memory = torch.randn(3, 2, 8), torch.randn(3, 5, 8)
+    mask = torch.tensor([[True] * 5, [True, True, False, False, False], [False] * 5])
+    prepared = KeyMask.prepare(mask)
+    assert prepared.empty is not None and prepared.empty.flatten().tolist() == [0, 0, 1]
+    k, v = ours.project_kv(memory, memory)
+    got = ours.attend(query, k, v, prepared, need_weights=need_weights)
+    want = ours.attend(query, k, v, mask, need_weights=need_weights)
+    if need_weights:
+        torch.testing.assert_close(got[1], want[1])
+        got, want = got[0], want[0]
+    torch.testing.assert_close(got, want)
+    # rows of a prepared mask are the prepared rows of the mask
+    index = torch.tensor([2, 0, 0])
+    picked = prepared.rows(index)
+    direct = KeyMask.prepare(mask[index])
+    assert torch.equal(picked.mask, direct.mask) and torch.equal(picked.allowed, direct.allowed)
+    assert torch.equal(picked.empty, direct.empty)
+    assert KeyMask.prepare(mask[:2]).empty is None

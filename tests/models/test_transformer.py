@@ -121,7 +121,7 @@ def test_expanded_state_keeps_one_memory_per_source_and_steps_as_per_row_states(
                 assert all(a[0] is b[0] for a, b in zip(kept.memory_kv, grouped.memory_kv))
             if t < len(indices):
                 grouped, per_row = grouped.reorder(indices[t]), per_row.reorder(indices[t])
-        assert grouped.group == 1 and grouped.memory_mask.size(0) == 4
+        assert grouped.group == 1 and grouped.memory_mask.mask.size(0) == 4
 
 
 def test_extra_source_padding_changes_nothing():
