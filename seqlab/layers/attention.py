@@ -159,16 +159,19 @@ class KeyMask:
     Attributes:
         mask: (B, S) bool, the mask it was prepared from: True at real keys.
         allowed: (B, 1, 1, S) bool, True at real keys; all True in rows without a real key.
+            None when every key is real (no padding: SDPA then needs no mask at all).
         empty: (B, 1, 1, 1) bool, True at rows without a real key; None when there are none.
     """
 
     mask: Tensor
-    allowed: Tensor
+    allowed: Tensor | None
     empty: Tensor | None
 
     @classmethod
     def prepare(cls, key_mask: Tensor) -> KeyMask:
         """key_mask (B, S) bool, True at real keys."""
+        if bool(key_mask.all()):
+            return cls(key_mask, None, None)
         allowed = key_mask[:, None, None, :]  # (B, 1, 1, S)
         nonempty = allowed.any(dim=-1, keepdim=True)  # (B, 1, 1, 1)
         if bool(nonempty.all()):
@@ -177,8 +180,11 @@ class KeyMask:
 
     def rows(self, index: Tensor) -> KeyMask:
         """Rows `index` (B',)."""
-        empty = None if self.empty is None else self.empty.index_select(0, index)
-        return KeyMask(self.mask.index_select(0, index), self.allowed.index_select(0, index), empty)
+
+        def pick(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.index_select(0, index)
+
+        return KeyMask(self.mask.index_select(0, index), pick(self.allowed), pick(self.empty))
 
 
 def _sdpa_masked(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor | None, p: float) -> Tensor:

@@ -224,3 +224,8 @@ def test_mha_prepared_key_mask_equals_plain_mask(need_weights):
     assert torch.equal(picked.mask, direct.mask) and torch.equal(picked.allowed, direct.allowed)
     assert torch.equal(picked.empty, direct.empty)
     assert KeyMask.prepare(mask[:2]).empty is None
+    unpadded = KeyMask.prepare(mask[:1])
+    assert unpadded.allowed is None and unpadded.empty is None
+    torch.testing.assert_close(
+        ours.attend(query[:1], k[:1], v[:1], unpadded), ours.attend(query[:1], k[:1], v[:1])
+    )
