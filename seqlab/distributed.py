@@ -11,17 +11,22 @@ saves, all exit. A second signal raises KeyboardInterrupt at once. Without WORLD
 helper here is a no-op for a single process, so the same code runs with and without torchrun.
 
 The training loop (`seqlab.train`) is the only place that calls the collectives; tasks only take
-`rank` / `world` to shard their batches (`seqlab.data.sampler.BucketBatchSampler`).
+`rank` / `world` to shard their batches (`seqlab.data.sampler.BucketBatchSampler`) and their
+validation set. Each rank validates its shard and returns a `ShardResult` (sums, and per-example
+outputs such as translations); `DistContext.combine` gives every rank the whole, from which the
+task computes its metrics (corpus BLEU needs every sentence, so translations are gathered rather
+than scores averaged).
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import math
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,8 +35,9 @@ import torch.distributed as dist
 
 from seqlab.errors import ConfigError
 
-# How long a rank waits in a collective before giving up. Rank 0 validates while the others wait
-# in a broadcast, so this must exceed the longest validation (decoding a validation set).
+# How long a rank waits in a collective before giving up. Ranks wait for each other at every
+# step and after validation (a shard of a validation set decoded), and rank 0 saves checkpoints
+# while the others wait; this must exceed the longest of those.
 TIMEOUT = datetime.timedelta(minutes=30)
 
 
@@ -50,6 +56,39 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    """One rank's share of an evaluation over a sharded dataset, or the merged whole.
+
+    Attributes:
+        sums: quantities that add up over shards (summed losses, token and example counts).
+        outputs: (example index, output) pairs for metrics that need every example at once
+            (translations for corpus BLEU); merged in index order.
+    """
+
+    sums: dict[str, float]
+    outputs: tuple[tuple[int, Any], ...] = ()
+
+    @staticmethod
+    def merge(parts: Sequence[ShardResult]) -> ShardResult:
+        """The whole of `parts`: sums added (`math.fsum`, so the order of the shards does not
+        matter), outputs concatenated and sorted by example index.
+
+        Raises:
+            ValueError: the parts have different sum keys, or two claim the same example.
+        """
+        keys = sorted(parts[0].sums)
+        for part in parts[1:]:
+            if sorted(part.sums) != keys:
+                raise ValueError(f"shards disagree on their sums: {keys} vs {sorted(part.sums)}")
+        sums = {key: math.fsum(part.sums[key] for part in parts) for key in keys}
+        outputs = sorted((pair for part in parts for pair in part.outputs), key=lambda p: p[0])
+        indices = [index for index, _ in outputs]
+        if len(set(indices)) != len(indices):
+            raise ValueError("two shards hold outputs for the same example")
+        return ShardResult(sums, tuple(outputs))
 
 
 @dataclass(frozen=True)
@@ -110,6 +149,18 @@ class DistContext:
         box = [obj]
         dist.broadcast_object_list(box, src=0)
         return box[0]
+
+    def all_gather(self, obj: Any) -> list[Any]:
+        """Every rank's `obj` (any picklable value), in rank order, on every rank."""
+        if not self.enabled:
+            return [obj]
+        out: list[Any] = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def combine(self, part: ShardResult) -> ShardResult:
+        """Every rank's `part` merged (`ShardResult.merge`): the same whole on every rank."""
+        return ShardResult.merge(self.all_gather(part))
 
     def gather(self, obj: Any) -> list[Any] | None:
         """Every rank's `obj` as a list on rank 0 (None on the others)."""

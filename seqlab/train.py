@@ -30,7 +30,13 @@ from tqdm import tqdm
 from seqlab.checkpoint import CheckpointManager, load_checkpoint, rng_state, set_rng_state
 from seqlab.config import Recipe
 from seqlab.curves import plot_curves  # noqa: F401 (seqlab.run imports it from here)
-from seqlab.distributed import DistContext, StopRequested, current, stop_requested
+from seqlab.distributed import (
+    DistContext,
+    ShardResult,
+    StopRequested,
+    current,
+    stop_requested,
+)
 from seqlab.errors import SeqlabError
 from seqlab.execution import LossRunner, autocast_context, load_scaler_state, make_scaler
 from seqlab.optim import build_optimizer, build_scheduler, clip_grad_norm
@@ -56,8 +62,14 @@ class Task(Protocol):
         """(summed loss over the batch's tokens, number of tokens) for training."""
         ...
 
-    def validate(self, model: nn.Module) -> dict[str, float]:
-        """Validation metrics; must contain the key named by `metric_key`."""
+    def validation_part(self, model: nn.Module, rank: int, world: int) -> ShardResult:
+        """Shard `rank` of `world` of the validation set, evaluated (model in eval mode, no grad).
+        Its `sums` keys must not depend on the shard."""
+        ...
+
+    def validation_metrics(self, whole: ShardResult) -> dict[str, float]:
+        """Metrics from every shard's results merged; must contain the key named by
+        `metric_key`."""
         ...
 
     def checkpoint_extras(self) -> dict:
@@ -85,11 +97,26 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def validate(task: Task, model: nn.Module, dist: DistContext | None = None) -> dict[str, float]:
+    """`task`'s validation metrics for `model`: each rank evaluates its shard, the results are
+    combined, and every rank gets the same metrics. One process (the default) evaluates it all."""
+    dist = dist or DistContext()
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            part = task.validation_part(model, dist.rank, dist.world)
+    finally:
+        model.train(was_training)
+    return task.validation_metrics(dist.combine(part))
+
+
 class Trainer:
     """Runs `task` under `recipe.train` in `run_dir`. Under torchrun each rank runs it on its
     shard of batches inside DDP, each loss divided by the tokens of all ranks' groups (so the
-    update equals one process's on their union); rank 0 validates (metrics broadcast), logs and
-    writes checkpoints. `dist` defaults to the open process group, if any."""
+    update equals one process's on their union); every rank validates its shard of the
+    validation set and the results are combined (`validate`); rank 0 logs and writes
+    checkpoints. `dist` defaults to the open process group, if any."""
 
     def __init__(
         self,
@@ -282,16 +309,9 @@ class Trainer:
 
     # -- validation ----------------------------------------------------------------------------
     def validate(self) -> bool:
-        """Validate, checkpoint, and return True when early stopping says to stop. Under torchrun
-        rank 0 validates and broadcasts the metrics: corpus BLEU is not a sum of per-shard values,
-        and the tasks' validation is written for one process."""
-        metrics = None
-        if self.dist.is_main:
-            self.model.eval()
-            with torch.no_grad():
-                metrics = self.task.validate(self.model)
-            self.model.train()
-        metrics = self.dist.broadcast(metrics)
+        """Validate (every rank its shard, see `validate`), checkpoint, and return True when
+        early stopping says to stop."""
+        metrics = validate(self.task, self.model, self.dist)
         p = self.progress
         self.log({"step": p.step, **{f"valid_{k}": v for k, v in metrics.items()}})
         value = metrics[self.metric_key]

@@ -25,7 +25,7 @@ import torch.multiprocessing as mp
 from seqlab import distributed
 from seqlab.checkpoint import load_checkpoint
 from seqlab.config import load_recipe
-from seqlab.distributed import DistContext, env_context, session
+from seqlab.distributed import DistContext, ShardResult, env_context, session
 from seqlab.errors import ConfigError
 from seqlab.run import train_translation
 from seqlab.train import Trainer
@@ -81,11 +81,21 @@ def params(run_dir: Path, name: str = "last.pt") -> dict[str, torch.Tensor]:
     return load_checkpoint(run_dir / name)["model"]
 
 
-def logged_losses(run_dir: Path) -> dict[int, float]:
-    """Step -> logged training loss; a line still being written (no newline yet) is left out."""
+def logged(run_dir: Path) -> list[dict]:
+    """The records of log.jsonl; a line still being written (no newline yet) is left out."""
     lines = (run_dir / "log.jsonl").read_text().splitlines(keepends=True)
-    records = [json.loads(x) for x in lines if x.endswith("\n")]
-    return {r["step"]: r["loss"] for r in records if "loss" in r}
+    return [json.loads(x) for x in lines if x.endswith("\n")]
+
+
+def logged_losses(run_dir: Path) -> dict[int, float]:
+    """Step -> logged training loss."""
+    return {r["step"]: r["loss"] for r in logged(run_dir) if "loss" in r}
+
+
+def logged_validations(run_dir: Path) -> dict[int, dict[str, float]]:
+    """Step -> the logged validation metrics."""
+    records = (r for r in logged(run_dir) if "valid_loss" in r)
+    return {r["step"]: {k: v for k, v in r.items() if k.startswith("valid_")} for r in records}
 
 
 def assert_same_params(a: dict, b: dict) -> None:
@@ -264,6 +274,11 @@ def test_spawned_ranks(tmp_path):
     assert_same_params(params(tmp_path / "ddp"), params(tmp_path / "one"))
     ddp, single = logged_losses(tmp_path / "ddp"), logged_losses(tmp_path / "one")
     assert sorted(ddp) == [1, 2, 3] and ddp == pytest.approx(single, rel=1e-5)
+    # validation: each rank its shard (1 of the 2 BLEU sentences each), combined
+    ddp_valid = logged_validations(tmp_path / "ddp")
+    single_valid = logged_validations(tmp_path / "one")
+    assert sorted(ddp_valid) == [3] and ddp_valid[3].keys() == single_valid[3].keys()
+    assert ddp_valid[3] == pytest.approx(single_valid[3], rel=1e-5)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     # uneven shards: both ranks take 7 steps (3 + 3 + 1, rank 0's extra batches dropped)
     assert r0["step"] == r1["step"] == 7 and r0["epoch"] == r1["epoch"] == 2
@@ -341,3 +356,17 @@ def _fake_session(device_name):
         yield DistContext(rank=0, world=2)
 
     return fake()
+
+
+def test_shard_results_merge_in_any_order():
+    a = ShardResult({"nll": 1.5, "n": 2.0}, ((3, "c"), (0, "a")))
+    b = ShardResult({"n": 1.0, "nll": 0.25}, ((1, "b"),))
+    for parts in ([a, b], [b, a]):
+        merged = ShardResult.merge(parts)
+        assert merged.sums == {"n": 3.0, "nll": 1.75}
+        assert merged.outputs == ((0, "a"), (1, "b"), (3, "c"))
+    assert DistContext().combine(a) == ShardResult.merge([a])
+    with pytest.raises(ValueError, match="disagree"):
+        ShardResult.merge([a, ShardResult({"nll": 1.0})])
+    with pytest.raises(ValueError, match="same example"):
+        ShardResult.merge([a, ShardResult({"nll": 0.0, "n": 0.0}, ((3, "again"),))])

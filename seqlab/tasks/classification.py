@@ -33,6 +33,7 @@ from seqlab.data.dataset import fingerprint, text_dataset
 from seqlab.data.readers import read_split
 from seqlab.data.sentence_pairs import pack_pair
 from seqlab.data.vocab import Side
+from seqlab.distributed import ShardResult
 from seqlab.errors import CheckpointError, ConfigError, DataError
 from seqlab.inference import side_from_payload, side_to_payload
 from seqlab.models.bert import ARCHITECTURE_KEYS, BertClassifier, build_bert_classifier
@@ -199,18 +200,23 @@ class ClassificationTask:
         logits = model(batch.tokens, batch.segments, batch.mask)  # (B, C)
         return F.cross_entropy(logits.float(), batch.labels, reduction="sum"), batch.size
 
-    def validate(self, model: nn.Module) -> dict[str, float]:
+    def validation_part(self, model: nn.Module, rank: int = 0, world: int = 1) -> ShardResult:
+        """Summed loss and correct predictions over every `world`-th validation batch."""
         device = next(model.parameters()).device
         rows = self.rows["valid"]
-        order = validation_batches(rows.lengths(), self.recipe.train)
+        order = validation_batches(rows.lengths(), self.recipe.train)[rank::world]
         nll = correct = count = 0.0
-        for batch in self._loader(rows, list(order), 0):
+        for batch in self._loader(rows, order, 0):
             batch = batch.to(device)
             logits = model(batch.tokens, batch.segments, batch.mask).float()  # (B, C)
             nll += F.cross_entropy(logits, batch.labels, reduction="sum").item()
             correct += (logits.argmax(-1) == batch.labels).sum().item()
             count += batch.size
-        return {"loss": nll / count, "accuracy": correct / count}
+        return ShardResult({"nll": nll, "correct": correct, "count": count})
+
+    def validation_metrics(self, whole: ShardResult) -> dict[str, float]:
+        count = whole.sums["count"]
+        return {"loss": whole.sums["nll"] / count, "accuracy": whole.sums["correct"] / count}
 
     def checkpoint_extras(self) -> dict:
         return {"src": side_to_payload(self.data.side)}

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from seqlab.config import Recipe
 from seqlab.data.batch import TensorBatch
+from seqlab.distributed import ShardResult
 from seqlab.errors import ConfigError, DataError
 from seqlab.evaluation.metrics import perplexity
 from seqlab.inference import side_to_payload
@@ -179,9 +180,18 @@ class LanguageModelTask:
         data = self.recipe.data
         return evaluate_stream(model, self.data.splits[split], data.eval_batch_size, data.bptt)
 
-    def validate(self, model: nn.Module) -> dict[str, float]:
-        metrics = self.evaluate(model, "valid")
-        return {"loss": metrics["loss"], "ppl": metrics["ppl"]}
+    def validation_part(self, model: nn.Module, rank: int = 0, world: int = 1) -> ShardResult:
+        """The whole validation stream: one pass carries the state from batch to batch, so it
+        is not sharded (language models refuse torchrun, see `seqlab.run`)."""
+        if world != 1:
+            raise ConfigError("language-model validation runs in one process, not under torchrun")
+        data = self.recipe.data
+        nll, tokens = stream_nll(model, self.data.splits["valid"], data.eval_batch_size, data.bptt)
+        return ShardResult({"nll": nll, "tokens": float(tokens)})
+
+    def validation_metrics(self, whole: ShardResult) -> dict[str, float]:
+        nll, tokens = whole.sums["nll"], whole.sums["tokens"]
+        return {"loss": nll / max(tokens, 1.0), "ppl": perplexity(nll, int(tokens))}
 
     def checkpoint_extras(self) -> dict:
         carry = None

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader
 from seqlab.config import Recipe
 from seqlab.data.bert_batch import MLMBatch, collate_mlm
 from seqlab.data.masking import Masker
+from seqlab.distributed import ShardResult
 from seqlab.evaluation.metrics import perplexity
 from seqlab.inference import side_to_payload
 from seqlab.models import build_model
@@ -37,6 +38,11 @@ from seqlab.tasks.batching import training_sampler, validation_batches
 from seqlab.tasks.masked_lm_data import PreparedMaskedLM
 
 TRAIN_STREAM, VALID_STREAM = 0, 1
+
+
+def _empty_window() -> dict[str, float]:
+    """Training sums since the last validation: MLM / NSP losses, predictions, pairs."""
+    return {"mlm": 0.0, "nsp": 0.0, "predictions": 0, "pairs": 0}
 
 
 class PackedPairs(torch.utils.data.Dataset):
@@ -88,7 +94,7 @@ class MaskedLMTask:
             pair_lengths(data.splits["train"]), recipe, rank=rank, world=world
         )
         self.train_rows = PackedPairs(data.splits["train"])
-        self._window = {"mlm": 0.0, "nsp": 0.0, "predictions": 0, "pairs": 0}
+        self._window = _empty_window()
 
     def _loader(self, rows: PackedPairs, order, stream: int, epoch: int) -> DataLoader:
         collate = partial(
@@ -115,38 +121,38 @@ class MaskedLMTask:
         w["predictions"], w["pairs"] = w["predictions"] + n, w["pairs"] + batch.size
         return sums["mlm"] + sums["nsp"] * (n / batch.size), n
 
-    def validate(self, model: nn.Module) -> dict[str, float]:
+    def validation_part(self, model: nn.Module, rank: int = 0, world: int = 1) -> ShardResult:
+        """Summed MLM / NSP losses and hits over every `world`-th validation batch, plus this
+        rank's training losses since the last validation (reported as `train_*`)."""
         device = next(model.parameters()).device
         valid = self.data.splits["valid"]
-        order = validation_batches(pair_lengths(valid), self.recipe.train)
-        totals = dict.fromkeys(("mlm", "nsp", "mlm_correct", "nsp_correct"), 0.0)
+        order = validation_batches(pair_lengths(valid), self.recipe.train)[rank::world]
+        sums = dict.fromkeys(("mlm", "nsp", "mlm_correct", "nsp_correct"), 0.0)
         predictions = pairs = 0
-        for batch in self._loader(PackedPairs(valid), list(order), VALID_STREAM, 0):
+        for batch in self._loader(PackedPairs(valid), order, VALID_STREAM, 0):
             batch = batch.to(device)
             for key, value in mlm_nsp_sums(model, batch).items():
-                totals[key] += value.item()
+                sums[key] += value.item()
             predictions, pairs = predictions + batch.num_tokens, pairs + batch.size
+        sums.update(predictions=float(predictions), pairs=float(pairs))
+        window, self._window = self._window, _empty_window()
+        sums.update({f"train_{key}": float(value) for key, value in window.items()})
+        return ShardResult(sums)
+
+    def validation_metrics(self, whole: ShardResult) -> dict[str, float]:
+        s = whole.sums
         metrics = {
-            "mlm_loss": totals["mlm"] / predictions,
-            "mlm_ppl": perplexity(totals["mlm"], predictions),
-            "mlm_accuracy": totals["mlm_correct"] / predictions,
-            "nsp_loss": totals["nsp"] / pairs,
-            "nsp_accuracy": totals["nsp_correct"] / pairs,
+            "mlm_loss": s["mlm"] / s["predictions"],
+            "mlm_ppl": perplexity(s["mlm"], int(s["predictions"])),
+            "mlm_accuracy": s["mlm_correct"] / s["predictions"],
+            "nsp_loss": s["nsp"] / s["pairs"],
+            "nsp_accuracy": s["nsp_correct"] / s["pairs"],
         }
         metrics["loss"] = metrics["mlm_loss"] + metrics["nsp_loss"]
-        return {**metrics, **self._train_window()}
-
-    def _train_window(self) -> dict[str, float]:
-        """Training MLM / NSP losses averaged since the last call (empty before any step)."""
-        w = self._window
-        if not w["pairs"]:
-            return {}
-        out = {
-            "train_mlm_loss": w["mlm"] / w["predictions"],
-            "train_nsp_loss": w["nsp"] / w["pairs"],
-        }
-        self._window = {"mlm": 0.0, "nsp": 0.0, "predictions": 0, "pairs": 0}
-        return out
+        if s["train_pairs"]:  # the training window of every rank, none before the first step
+            metrics["train_mlm_loss"] = s["train_mlm"] / s["train_predictions"]
+            metrics["train_nsp_loss"] = s["train_nsp"] / s["train_pairs"]
+        return metrics
 
     def checkpoint_extras(self) -> dict:
         return {"src": side_to_payload(self.data.side)}

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 
 from seqlab.config import Recipe
 from seqlab.data.batch import Batch, collate
+from seqlab.distributed import ShardResult
 from seqlab.evaluation.bleu import corpus_scores
 from seqlab.evaluation.metrics import perplexity
 from seqlab.inference import Translator, side_to_payload
@@ -99,14 +100,15 @@ class TranslationTask:
     def translator(self, model: nn.Module) -> Translator:
         return Translator(model, self.data.src, self.data.tgt, self.recipe.decode)
 
-    def validate(self, model: nn.Module) -> dict[str, float]:
+    def validation_part(self, model: nn.Module, rank: int = 0, world: int = 1) -> ShardResult:
+        """Shard `rank` of `world`: teacher-forced NLL over every `world`-th validation batch,
+        and the translations of every `world`-th of the first `valid_max_sentences` sentences."""
         device = next(model.parameters()).device
         valid = self.data.splits["valid"]
         nll, tokens = 0.0, 0
-        rows = PairTable(valid)
-        order = validation_batches(pair_lengths(valid), self.recipe.train)
+        order = validation_batches(pair_lengths(valid), self.recipe.train)[rank::world]
         loader = DataLoader(
-            rows,
+            PairTable(valid),
             batch_sampler=order,
             collate_fn=self.collate,
             generator=torch.Generator().manual_seed(0),
@@ -118,16 +120,30 @@ class TranslationTask:
                 logits.float(), batch.tgt_out, batch.tgt_mask, reduction="sum"
             ).item()
             tokens += batch.num_tokens
-        metrics = {"loss": nll / max(tokens, 1), "ppl": perplexity(nll, tokens)}
-        limit = self.recipe.train.valid_max_sentences or len(valid)
-        sample = valid.select(range(min(limit, len(valid))))
+        mine = list(range(self._bleu_sentences()))[rank::world]
         hyps = self.translator(model).translate(
-            sample["src"], beam_size=self.recipe.decode.valid_beam_size
+            valid.select(mine)["src"], beam_size=self.recipe.decode.valid_beam_size
         )
-        scores = corpus_scores([h[0].text for h in hyps], sample["tgt"], tok_lc=True)
+        outputs = tuple(zip(mine, (h[0].text for h in hyps), strict=True))
+        return ShardResult({"nll": nll, "tokens": float(tokens)}, outputs)
+
+    def validation_metrics(self, whole: ShardResult) -> dict[str, float]:
+        """Loss and perplexity over the validation set, BLEU of the translated sentences."""
+        nll, tokens = whole.sums["nll"], whole.sums["tokens"]
+        metrics = {"loss": nll / max(tokens, 1.0), "ppl": perplexity(nll, int(tokens))}
+        expected = self._bleu_sentences()
+        if [index for index, _ in whole.outputs] != list(range(expected)):
+            raise ValueError(f"validation translated {len(whole.outputs)} of {expected} sentences")
+        references = self.data.splits["valid"].select(range(expected))["tgt"]
+        scores = corpus_scores([text for _, text in whole.outputs], references, tok_lc=True)
         metrics["bleu"] = scores["bleu"]["score"]
         metrics["bleu_tok_lc"] = scores["bleu_tok_lc"]["score"]
         return metrics
+
+    def _bleu_sentences(self) -> int:
+        """How many validation sentences (the first ones) are translated for BLEU."""
+        valid = self.data.splits["valid"]
+        return min(self.recipe.train.valid_max_sentences or len(valid), len(valid))
 
     def checkpoint_extras(self) -> dict:
         return {"src": side_to_payload(self.data.src), "tgt": side_to_payload(self.data.tgt)}

@@ -10,11 +10,12 @@ from seqlab.checkpoint import save_checkpoint
 from seqlab.config import load_recipe
 from seqlab.data.tokenize import WhitespaceTokenizer
 from seqlab.data.vocab import Side, Vocab
+from seqlab.distributed import ShardResult
 from seqlab.errors import CheckpointError, ConfigError
 from seqlab.inference import side_to_payload
 from seqlab.models.bert import build_bert
 from seqlab.tasks.classification import ClassificationTask, PreparedClassification, load_pretrained
-from seqlab.train import Trainer
+from seqlab.train import Trainer, validate
 
 torch.set_num_threads(1)
 MODEL = """
@@ -58,10 +59,10 @@ def test_a_tiny_fine_tune_learns_a_separable_toy_set(tmp_path):
         "valid_every = 30\ndevice = 'cpu'\nschedule = 'constant'",
     )
     task = ClassificationTask(recipe, PreparedClassification(side, splits, None))
-    before = task.validate(task.model.eval())["accuracy"]
+    before = validate(task, task.model)["accuracy"]
     trainer = Trainer(task, recipe, tmp_path / "run", metric_key="accuracy", higher_is_better=True)
     trainer.fit()
-    after = task.validate(task.model.eval())
+    after = validate(task, task.model)
     assert before < 0.8 and after["accuracy"] >= 0.95, (before, after)
     assert (tmp_path / "run" / "best.pt").exists()
 
@@ -112,3 +113,18 @@ def test_a_checkpoint_of_another_task_is_refused(tmp_path):
     recipe = _recipe(tmp_path, data=f'pretrained = "{path}"')
     with pytest.raises(CheckpointError, match="not a seqlab masked_lm checkpoint"):
         load_pretrained(recipe)
+
+
+def test_validation_sharded_three_ways_equals_one_process(tmp_path):
+    vocab = Vocab.build({w: 1 for w in ["good", "bad", *(f"w{i}" for i in range(20))]})
+    side = Side(WhitespaceTokenizer(), vocab)
+    splits = {"train": _toy(40, 0, vocab), "valid": _toy(50, 1, vocab)}
+    recipe = _recipe(tmp_path, train="batch_size = 8\ndevice = 'cpu'")
+    task = ClassificationTask(recipe, PreparedClassification(side, splits, None))
+    model = task.model.eval()
+    with torch.no_grad():
+        whole = task.validation_part(model, 0, 1)
+        parts = [task.validation_part(model, rank, 3) for rank in range(3)]
+    assert [p.sums["count"] for p in parts] != [whole.sums["count"]] * 3  # really split
+    sharded = task.validation_metrics(ShardResult.merge(parts))
+    assert sharded == pytest.approx(task.validation_metrics(whole), rel=1e-12)

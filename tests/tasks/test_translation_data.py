@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from seqlab.config import ModelSpec, load_recipe
+from seqlab.distributed import ShardResult
 from seqlab.errors import DataError
 from seqlab.models import build_model
 from seqlab.models.transformer import TransformerConfig
@@ -108,3 +110,24 @@ def test_prepare_multi30k_slice(tmp_path):
     first = data.splits["test"][0]
     assert first["src"].startswith("Ein Mann mit einem orangefarbenen Hut")
     assert data.src.vocab.unk_id not in data.splits["valid"][0]["src_ids"]
+
+
+def test_validation_sharded_three_ways_equals_one_process(tmp_path):
+    """Loss sums add up and the translations are gathered in order: the metrics of 3 shards
+    merged are one process's, BLEU included."""
+    recipe = load_recipe(
+        REVERSE,
+        ["data.synthetic_size=200", "train.max_tokens=120", "train.valid_max_sentences=11",
+         "model.embed_dim=8", "model.hidden_size=16"],
+    )  # fmt: skip
+    task = TranslationTask(recipe, prepare(recipe, cache=tmp_path))
+    model = task.model.eval()
+    with torch.no_grad():
+        whole = task.validation_part(model, 0, 1)
+        parts = [task.validation_part(model, rank, 3) for rank in range(3)]
+    assert [len(p.outputs) for p in parts] == [4, 4, 3]
+    assert ShardResult.merge(parts).outputs == whole.outputs
+    sharded = task.validation_metrics(ShardResult.merge(parts))
+    assert sharded == pytest.approx(task.validation_metrics(whole), rel=1e-9)
+    with pytest.raises(ValueError, match="translated 8 of 11"):
+        task.validation_metrics(ShardResult.merge(parts[:2]))
