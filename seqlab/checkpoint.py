@@ -266,7 +266,8 @@ def average_checkpoints(paths: Sequence[str | Path]) -> dict:
 
     Floating-point tensors are summed in float64 and cast back to their dtype; integer and bool
     buffers (e.g. step counters) are taken from the last checkpoint, as in fairseq's
-    `scripts/average_checkpoints.py`. The files are read one at a time.
+    `scripts/average_checkpoints.py`. Keys that share one tensor (tied weights) share their
+    mean. The files are read one at a time.
 
     Raises:
         CheckpointError: naming the path and key, when a file has no "model", its keys or shapes
@@ -295,10 +296,19 @@ def average_checkpoints(paths: Sequence[str | Path]) -> dict:
         for key, tensor in model.items():
             if isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
                 sums[key] = sums[key] + tensor.double() if key in sums else tensor.double()
-    averaged = {
-        key: (sums[key] / len(paths)).to(tensor.dtype) if key in sums else tensor
-        for key, tensor in last["model"].items()
-    }
+    means: dict[tuple, torch.Tensor] = {}  # one mean per tensor of the last checkpoint
+
+    def mean(key: str, tensor: torch.Tensor) -> torch.Tensor:
+        if key not in sums:
+            return tensor
+        # Tied weights (an embedding reused as the output layer) are one tensor under several
+        # keys; they stay one tensor, so the file holds it once and loads tied.
+        same = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tensor.stride())
+        if same not in means:
+            means[same] = (sums[key] / len(paths)).to(tensor.dtype)
+        return means[same]
+
+    averaged = {key: mean(key, tensor) for key, tensor in last["model"].items()}
     return {**last, "model": averaged}
 
 

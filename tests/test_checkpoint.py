@@ -183,3 +183,19 @@ def test_average_refuses_mismatched_models(tmp_path):
         average_checkpoints([tmp_path / "a.pt", tmp_path / "c.pt"])
     with pytest.raises(CheckpointError, match=r"d\.pt: no 'model'"):
         average_checkpoints([tmp_path / "a.pt", tmp_path / "d.pt"])
+
+
+def test_average_keeps_tied_weights_one_tensor(tmp_path):
+    """An embedding tied to the output layer is saved once; its average must be too."""
+    paths = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        embedding, output = nn.Embedding(50, 8), nn.Linear(8, 50, bias=False)
+        output.weight = embedding.weight
+        model = nn.ModuleDict({"embedding": embedding, "output": output})
+        paths.append(tmp_path / f"checkpoint_{seed}.pt")
+        save_checkpoint({"model": model.state_dict()}, paths[-1])
+    avg = average_checkpoints(paths)["model"]
+    assert avg["embedding.weight"] is avg["output.weight"]
+    save_checkpoint({"model": avg}, tmp_path / "avg.pt")
+    assert (tmp_path / "avg.pt").stat().st_size < 1.2 * paths[0].stat().st_size
