@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 import torch
 
 from benchmarks import __main__ as bench
-from benchmarks import baselines, common, decode_throughput, train_throughput
+from benchmarks import baselines, common, decode_throughput, train_throughput, transformer_base
 from benchmarks.common import get_scale
 from seqlab.models.rnn import RNNSeq2SeqConfig, build_rnn_seq2seq
 from seqlab.models.transformer import TransformerConfig, build_transformer
@@ -135,3 +136,46 @@ def test_decode_forces_the_same_length_on_both():
     assert result["forced_steps"] == get_scale("tiny").decode_steps
     for mode in result["modes"]:
         assert mode["hf generate"]["tokens_per_s"] > 0 and mode["seqlab_speedup"] > 0
+
+
+def test_transformer_base_flops_are_what_torch_counts():
+    """Model FLOPs of a training step, 3 x `forward_flops`, equal torch's FLOP counter on an
+    unpadded batch (SDPA's math backend, which the counter sees as matrix products)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from seqlab.data.batch import collate
+
+    config = dataclasses.replace(transformer_base.TINY, dropout=0.0, num_decoder_layers=2)
+    model = build_transformer(config, 50, 50)
+    g = torch.Generator().manual_seed(0)
+    pairs = [(torch.randint(4, 50, (7,), generator=g).tolist(),
+              torch.randint(4, 50, (4,), generator=g).tolist()) for _ in range(3)]  # fmt: skip
+    batch = collate(pairs)
+    assert transformer_base.batch_pairs(batch) == [(8, 5)] * 3
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        model(batch.src, batch.src_mask, batch.tgt_in).float().logsumexp(-1).sum().backward()
+    ours = transformer_base.forward_flops(config, 50, transformer_base.batch_pairs(batch))
+    assert counter.get_total_flops() == 3 * ours
+
+
+def test_transformer_base_counts_real_tokens_only():
+    config = transformer_base.TINY
+    short = transformer_base.forward_flops(config, 50, [(5, 4)])
+    assert transformer_base.forward_flops(config, 50, [(5, 4), (5, 4)]) == 2 * short
+    assert transformer_base.forward_flops(config, 50, [(6, 4)]) > short
+
+
+def test_transformer_base_runs_at_tiny_scale(monkeypatch):
+    monkeypatch.setenv(transformer_base.PEAK_ENV, "100")
+    result = transformer_base.run("tiny")
+    eager = result["training"]["eager"]
+    assert eager["target_tokens_per_s"] > 0 and eager["model_flops"] > 0
+    assert eager["mfu"] == pytest.approx(eager["model_flops"] / eager["seconds"] / 100e12, abs=1e-3)
+    assert 0.0 <= eager["target_padding"] < 1.0
+    assert result["decoding"] == {"skipped": "tiny scale"}
+    assert "| eager (fp32) |" in transformer_base.markdown(result)
+    assert transformer_base.peak_flops("anything") == 100e12
+    monkeypatch.delenv(transformer_base.PEAK_ENV)
+    assert transformer_base.peak_flops("NVIDIA H200") == 989e12
+    assert transformer_base.peak_flops("a CPU") is None
