@@ -28,6 +28,17 @@ default runs/multi30k-transformer/best.pt, what `make train-transformer` writes)
 file `SEQLAB_BENCH_SOURCES` (default: test2016's German side in the corpus mirror), through
 `Translator.translate`, as `seqlab translate` does; sentences/s over the whole file after a
 warm-up batch. Skipped, with the reason, when either file is missing.
+
+On a lent GPU machine with no network and its own PyTorch (none of `make install`), carry the
+checkpoint without its optimizer state and the sources, then run both this and the GPU tests:
+
+    seqlab average --weights-only runs/multi30k-transformer/best.pt -o .gpu/transformer.pt  # 25 MB
+    cp "$SEQLAB_CORPUS_MIRROR/multi30k/test_2016_flickr.de.gz" .gpu/  # .gpu/ in .git/info/exclude
+    # there, carrying .gpu:
+    SEQLAB_BENCH_CHECKPOINT=.gpu/transformer.pt SEQLAB_BENCH_SOURCES=.gpu/test_2016_flickr.de.gz \
+        python3 -m benchmarks transformer_base --out $OUT && python3 -m pytest -q tests/test_gpu.py
+
+Neither needs `datasets` (the recipe test in test_gpu.py skips without it).
 """
 
 from __future__ import annotations

@@ -312,6 +312,26 @@ def average_checkpoints(paths: Sequence[str | Path]) -> dict:
     return {**last, "model": averaged}
 
 
+# What `seqlab.train.Trainer` writes only to resume training; inference reads none of it.
+TRAINING_STATE = (
+    "optimizer",
+    "scheduler",
+    "scaler",
+    "rng",
+    "rng_ranks",
+    "progress",
+    "history",
+    "lm_carry",
+)
+
+
+def inference_only(payload: dict) -> dict:
+    """`payload` without its `TRAINING_STATE`: recipe, weights and vocabularies remain, so
+    translate / evaluate / generate read it as before, but it cannot resume training. About
+    a third of an AdamW checkpoint (the optimizer keeps two moments per weight)."""
+    return {key: value for key, value in payload.items() if key not in TRAINING_STATE}
+
+
 def _model_identity(state: dict) -> dict:
     """What must agree, beyond weight shapes, for checkpoints to be averaged."""
     recipe = state.get("recipe")

@@ -184,11 +184,13 @@ def _average_inputs(args: argparse.Namespace) -> list:
 
 
 def _average(args: argparse.Namespace) -> int:
-    from seqlab.checkpoint import average_checkpoints, save_checkpoint
+    from seqlab.checkpoint import average_checkpoints, inference_only, save_checkpoint
 
     paths = _average_inputs(args)
     payload = average_checkpoints(paths)
     payload["averaged_from"] = [str(p) for p in paths]
+    if args.weights_only:
+        payload = inference_only(payload)
     save_checkpoint(payload, args.output)
     print(f"averaged {len(paths)} checkpoints: {', '.join(map(str, paths))}", file=sys.stderr)
     print(args.output)
@@ -329,6 +331,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--last", type=int, metavar="N", help="the last N numbered checkpoints of RUN_DIR"
     )
     average.add_argument("-o", "--output", required=True, help="averaged checkpoint to write")
+    average.add_argument(
+        "--weights-only",
+        action="store_true",
+        help="leave out the optimizer and other training state: a smaller file for translate, "
+        "evaluate and generate that cannot be resumed (one CKPT: just strip it)",
+    )
     average.set_defaults(func=_average)
 
     evaluate = sub.add_parser("evaluate", help="BLEU and chrF (sacrebleu) of a checkpoint on files")

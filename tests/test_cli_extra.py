@@ -67,6 +67,19 @@ def test_average_of_two_checkpoints_is_the_parameter_mean(run_dir, tmp_path, cap
     assert code == 0 and stdout.count("\n") == 4 and stdout.split("\n")[2] == ""
 
 
+def test_weights_only_checkpoint_translates_the_same_in_a_smaller_file(
+    run_dir, tmp_path, capsys, monkeypatch
+):
+    last, out = run_dir / "checkpoint_6.pt", tmp_path / "weights.pt"
+    assert run_cli(["average", "--weights-only", last, "-o", out], capsys, monkeypatch)[0] == 0
+    state = load_checkpoint(out)
+    assert "optimizer" not in state and "rng" not in state and "model" in state
+    assert out.stat().st_size < 0.6 * last.stat().st_size
+    _, expected, _ = run_cli(["translate", last], capsys, monkeypatch, LINES)
+    _, got, _ = run_cli(["translate", out], capsys, monkeypatch, LINES)
+    assert got == expected
+
+
 def test_averaging_a_checkpoint_with_itself_keeps_its_translations(
     run_dir, tmp_path, capsys, monkeypatch
 ):
