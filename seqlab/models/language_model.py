@@ -20,10 +20,18 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 from seqlab.errors import ConfigError
 from seqlab.layers.projection import OutputProjection
 from seqlab.layers.recurrent import Recurrent
+from seqlab.layers.regularization import (
+    LockedDropout,
+    VariationalRecurrent,
+    activation_penalty,
+    embedding_dropout,
+    weight_drop,
+)
 from seqlab.models.interfaces import DecoderState, Encoded
 
 PAD_ID = 0  # seqlab vocabularies fix <pad> at id 0 (see seqlab/data/vocab.py)
@@ -47,6 +55,17 @@ class LMConfig:
             frequent tokens in the head, ranks c1..c2 and c2..V in two tail clusters of width
             H/4 and H/16. Far cheaper than a full softmax over a large vocabulary on a CPU; it
             cannot be tied. None: a full softmax.
+
+    AWD-LSTM's regularisation (Merity et al. 2018; `seqlab/layers/regularization.py`), all off
+    by default:
+        variational: dropout masks shared by every time step (locked dropout), on the
+            embeddings, between layers (layers then run one at a time) and on the outputs.
+        dropout_input: dropout on the embeddings (AWD's dropouti); None: `dropout`.
+        dropout_hidden: dropout between recurrent layers (dropouth); None: `dropout`.
+        dropout_embedding: drop whole words from the embedding table (dropoute).
+        weight_drop: DropConnect on the hidden-to-hidden weights (wdrop).
+        ar_alpha, tar_beta: activation and temporal activation regularisation of the last
+            layer's outputs, added to the training loss (alpha 2, beta 1 in AWD-LSTM).
     """
 
     cell: Literal["rnn", "gru", "lstm"] = "lstm"
@@ -57,6 +76,13 @@ class LMConfig:
     tie_embeddings: bool = True
     init_range: float = 0.1
     adaptive_cutoffs: tuple[int, int] | None = None
+    variational: bool = False
+    dropout_input: float | None = None
+    dropout_hidden: float | None = None
+    dropout_embedding: float = 0.0
+    weight_drop: float = 0.0
+    ar_alpha: float = 0.0
+    tar_beta: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -82,17 +108,36 @@ class RNNLanguageModel(nn.Module):
 
     Args:
         embedding: token embedding (V, E).
-        rnn: unidirectional `Recurrent` with input E, hidden H.
+        rnn: unidirectional `Recurrent` (or `VariationalRecurrent`) with input E, hidden H.
         output: maps (..., H) features to (..., V) logits.
-        dropout: on the embeddings and on the features before `output`.
+        dropout: on the features before `output`, and on the embeddings unless `dropout_input`.
+        dropout_input: on the embeddings; None: `dropout`.
+        variational: locked dropout masks (one per sequence, shared over time).
+        dropout_embedding: whole-word dropout on the embedding table.
+        ar_alpha, tar_beta: AR / TAR weights of `run_with_penalty`.
     """
 
-    def __init__(self, embedding: nn.Embedding, rnn: Recurrent, output: nn.Module, dropout: float):
+    def __init__(
+        self,
+        embedding: nn.Embedding,
+        rnn: nn.Module,
+        output: nn.Module,
+        dropout: float,
+        *,
+        dropout_input: float | None = None,
+        variational: bool = False,
+        dropout_embedding: float = 0.0,
+        ar_alpha: float = 0.0,
+        tar_beta: float = 0.0,
+    ):
         super().__init__()
         if rnn.num_directions != 1:
             raise ValueError("a language model's Recurrent must be unidirectional")
         self.embedding, self.rnn, self.output = embedding, rnn, output
-        self.dropout = nn.Dropout(dropout)
+        drop = LockedDropout if variational else nn.Dropout
+        self.input_dropout = drop(dropout if dropout_input is None else dropout_input)
+        self.output_dropout = drop(dropout)
+        self.dropout_embedding, self.ar_alpha, self.tar_beta = dropout_embedding, ar_alpha, tar_beta
 
     def zero_state(self, batch: int, device: torch.device | None = None) -> LMState:
         """All-zero state for `batch` rows."""
@@ -106,13 +151,28 @@ class RNNLanguageModel(nn.Module):
 
         `logits(features)` or `nll(features, targets)` turn the features into predictions.
         """
+        features, _, state = self._run(tokens, state)
+        return features, state
+
+    def run_with_penalty(
+        self, tokens: Tensor, state: LMState | None = None
+    ) -> tuple[Tensor, LMState, Tensor]:
+        """`run` plus the AR / TAR penalty of this segment (a scalar; 0 when both are off),
+        for the training loss."""
+        features, raw, state = self._run(tokens, state)
+        return features, state, activation_penalty(features, raw, self.ar_alpha, self.tar_beta)
+
+    def _run(self, tokens: Tensor, state: LMState | None) -> tuple[Tensor, Tensor, LMState]:
+        """-> (features after dropout, raw outputs (B, T, H) before it, next state)."""
         if state is None:
             state = self.zero_state(tokens.size(0), tokens.device)
-        x = self.dropout(self.embedding(tokens))  # (B, T, E)
+        embedded = embedding_dropout(self.embedding, tokens, self.dropout_embedding, self.training)
+        x = self.input_dropout(embedded)  # (B, T, E)
         hx = state.hidden if state.cell is None else (state.hidden, state.cell)  # (B, L, H)
-        outputs, final = self.rnn(x, None, hx)  # (B, T, H)
+        with parametrize.cached():  # weight drop: one mask per segment, however often read
+            outputs, final = self.rnn(x, None, hx)  # (B, T, H)
         hidden, cell = final if isinstance(final, tuple) else (final, None)  # (B, L, H)
-        return self.dropout(outputs), LMState(hidden, cell)
+        return self.output_dropout(outputs), outputs, LMState(hidden, cell)
 
     def logits(self, features: Tensor) -> Tensor:
         """(..., H) features -> (..., V) logits of the next token (log-probs when adaptive)."""
@@ -199,8 +259,19 @@ def _validate(config: LMConfig, vocab_size: int) -> None:
     for key, value in sizes.items():
         if value < 1:
             raise ConfigError(f"{key} must be a positive integer, got {value}")
-    if not 0.0 <= config.dropout < 1.0:
-        raise ConfigError(f"model.dropout must be in [0, 1), got {config.dropout}")
+    rates = {
+        "model.dropout": config.dropout,
+        "model.dropout_input": config.dropout_input or 0.0,
+        "model.dropout_hidden": config.dropout_hidden or 0.0,
+        "model.dropout_embedding": config.dropout_embedding,
+        "model.weight_drop": config.weight_drop,
+    }
+    for key, rate in rates.items():
+        if not 0.0 <= rate < 1.0:
+            raise ConfigError(f"{key} must be in [0, 1), got {rate}")
+    for key, weight in (("model.ar_alpha", config.ar_alpha), ("model.tar_beta", config.tar_beta)):
+        if weight < 0.0:
+            raise ConfigError(f"{key} must be >= 0, got {weight}")
     if config.init_range < 0.0:
         raise ConfigError(f"model.init_range must be >= 0, got {config.init_range}")
     cutoffs = config.adaptive_cutoffs
@@ -232,7 +303,15 @@ def build_language_model(
     _validate(config, vocab_size)
     c = config
     embedding = nn.Embedding(vocab_size, c.embed_dim, padding_idx=PAD_ID)
-    rnn = Recurrent(c.cell, c.embed_dim, c.hidden_size, c.num_layers, False, c.dropout)
+    between = c.dropout if c.dropout_hidden is None else c.dropout_hidden
+    if c.variational:
+        rnn: nn.Module = VariationalRecurrent(
+            c.cell, c.embed_dim, c.hidden_size, c.num_layers, between, c.weight_drop
+        )
+    else:
+        rnn = Recurrent(c.cell, c.embed_dim, c.hidden_size, c.num_layers, False, between)
+        if c.weight_drop:
+            weight_drop(rnn.rnn, c.weight_drop)
     tied = embedding if c.tie_embeddings else None
     output = _output_layer(c.hidden_size, vocab_size, tied, c.adaptive_cutoffs)
     if c.init_range > 0.0:
@@ -242,4 +321,14 @@ def build_language_model(
         nn.init.zeros_(final.bias)
         if not c.tie_embeddings:
             nn.init.uniform_(final.weight, -c.init_range, c.init_range)
-    return RNNLanguageModel(embedding, rnn, output, c.dropout)
+    return RNNLanguageModel(
+        embedding,
+        rnn,
+        output,
+        c.dropout,
+        dropout_input=c.dropout_input,
+        variational=c.variational,
+        dropout_embedding=c.dropout_embedding,
+        ar_alpha=c.ar_alpha,
+        tar_beta=c.tar_beta,
+    )

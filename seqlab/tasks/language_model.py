@@ -168,12 +168,13 @@ class LanguageModelTask:
         yield from islice(batches, skip, None)
 
     def loss(self, model: nn.Module, batch: LMBatch) -> tuple[Tensor, int]:
-        """Summed cross-entropy of the batch; keeps the final state for the next batch."""
+        """Summed cross-entropy of the batch, plus the model's AR / TAR penalty (a per-token
+        mean, so it counts once per token here); keeps the final state for the next batch."""
         state = self.carry if batch.carry else None
-        features, state = model.run(batch.inputs, state)  # (B, T, H)
+        features, state, penalty = model.run_with_penalty(batch.inputs, state)  # (B, T, H)
         self.carry = state.detach() if self.recipe.data.partition == "sequential" else None
         nll = model.nll(features, batch.targets, self.recipe.train.label_smoothing)  # (B, T)
-        return nll.sum(), batch.num_tokens
+        return nll.sum() + penalty * batch.num_tokens, batch.num_tokens
 
     def evaluate(self, model: nn.Module, split: str) -> dict:
         """Loss and perplexity of `model` on the stream of `split` ("valid" or "test")."""
