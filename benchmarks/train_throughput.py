@@ -9,8 +9,10 @@ Families, each timed on the same batches, in the same process, with interleaved 
   on synthetic MLM batches; tokens/s counts real input tokens.
 
 A step is what training does: forward, the loss (label-smoothed 0.1 cross-entropy over real
-target tokens, `seqlab.losses.masked_cross_entropy`, for every translation model; MLM + NSP
-cross-entropy for BERT), backward, gradient clipping at 1.0 and an AdamW update, all cases alike.
+target tokens for every translation model; MLM + NSP cross-entropy for BERT), backward, gradient
+clipping at 1.0 and an AdamW update, all cases alike. seqlab's models compute logits at the real
+target (or masked) positions only, as `seqlab train` does; the references score every position
+and the loss picks the real ones (`seqlab.losses.masked_cross_entropy`), as they would be used.
 Dropout is 0.1 everywhere, attention dropout included (nn.Transformer has one dropout rate).
 """
 
@@ -42,7 +44,7 @@ from benchmarks.common import (
 )
 from benchmarks.data import mlm_batches, translation_data
 from seqlab.config import load_recipe
-from seqlab.losses import masked_cross_entropy
+from seqlab.losses import masked_cross_entropy, real_positions, token_cross_entropy
 from seqlab.models.bert import BertConfig, build_bert
 from seqlab.models.rnn import RNNSeq2SeqConfig, build_rnn_seq2seq
 from seqlab.models.transformer import TransformerConfig, build_transformer
@@ -147,7 +149,17 @@ def _translation_model(family: str, case: str, config, data) -> tuple[nn.Module,
             return _seq2seq_loss(out.logits, b)
 
         return model, marian_loss, f"attention: {model.config._attn_implementation}"
+    if case == "seqlab":
+        return model, _seqlab_seq2seq_loss, ""
     return model, lambda m, b: _seq2seq_loss(m(b.src, b.src_mask, b.tgt_in), b), ""
+
+
+def _seqlab_seq2seq_loss(model: nn.Module, b) -> Tensor:
+    """What `seqlab train` runs: logits at the real target positions only, then the same loss."""
+    rows = real_positions(b.tgt_mask)  # (N,)
+    logits = model(b.src, b.src_mask, b.tgt_in, rows)  # (N, V)
+    targets = b.tgt_out.flatten().index_select(0, rows)  # (N,)
+    return token_cross_entropy(logits, targets, label_smoothing=0.1).sum() / b.num_tokens
 
 
 def _bert_loss_seqlab(model: nn.Module, b) -> Tensor:

@@ -58,7 +58,7 @@ from benchmarks.common import ROOT, Scale, count_parameters, device, get_scale, 
 from seqlab.data.batch import Batch, collate
 from seqlab.data.sampler import BucketBatchSampler
 from seqlab.execution import autocast_context, compile_model
-from seqlab.losses import masked_cross_entropy
+from seqlab.losses import real_positions, token_cross_entropy
 from seqlab.models.transformer import TransformerConfig, build_transformer
 from seqlab.optim import build_optimizer
 
@@ -157,11 +157,11 @@ def _train_steps(model: nn.Module, batches: list[Batch], precision: str) -> Call
             batch = batches[position[0] % len(batches)]
             position[0] += 1
             optimizer.zero_grad(set_to_none=True)
+            rows = real_positions(batch.tgt_mask)  # (N,): logits at real tokens, as seqlab train
             with autocast_context(precision, where):
-                logits = model(batch.src, batch.src_mask, batch.tgt_in)
-            loss = masked_cross_entropy(
-                logits.float(), batch.tgt_out, batch.tgt_mask, label_smoothing=0.1, reduction="sum"
-            )
+                logits = model(batch.src, batch.src_mask, batch.tgt_in, rows)  # (N, V)
+            targets = batch.tgt_out.flatten().index_select(0, rows)
+            loss = token_cross_entropy(logits, targets, label_smoothing=0.1).sum()
             (loss / batch.num_tokens).backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()

@@ -17,6 +17,28 @@ from torch import Tensor
 Reduction = Literal["sum", "mean", "none"]
 
 
+def real_positions(mask: Tensor) -> Tensor:
+    """(N,) long: the flat indices (row-major over B*T) of the True entries of mask (B, T), the
+    positions `x[mask]` selects. Decoders take them to compute logits at real tokens only."""
+    return mask.flatten().nonzero().squeeze(1)
+
+
+def token_cross_entropy(logits: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> Tensor:
+    """Per-token cross-entropy, float32: logits (N, V) of N real tokens, targets (N,) -> (N,).
+
+    Label smoothing as in `masked_cross_entropy`. For logits a decoder computed at real positions
+    only (`real_positions`), with targets picked at the same positions.
+    """
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+    log_probs = F.log_softmax(logits.float(), dim=-1)  # (N, V)
+    nll = -log_probs.gather(-1, targets.long().unsqueeze(-1)).squeeze(-1)  # (N,)
+    if label_smoothing > 0.0:
+        uniform = -log_probs.mean(dim=-1)  # (N,)
+        nll = (1.0 - label_smoothing) * nll + label_smoothing * uniform
+    return nll
+
+
 def masked_cross_entropy(
     logits: Tensor,
     targets: Tensor,
@@ -59,13 +81,7 @@ def masked_cross_entropy(
     if reduction not in ("sum", "mean", "none"):
         raise ValueError(f"reduction must be 'sum', 'mean' or 'none', got {reduction!r}")
     mask = mask.bool()
-    real_logits = logits[mask].float()  # (N, V), N = number of real tokens
-    real_targets = targets[mask].long()  # (N,)
-    log_probs = F.log_softmax(real_logits, dim=-1)  # (N, V)
-    nll = -log_probs.gather(-1, real_targets.unsqueeze(-1)).squeeze(-1)  # (N,)
-    if label_smoothing > 0.0:
-        uniform = -log_probs.mean(dim=-1)  # (N,)
-        nll = (1.0 - label_smoothing) * nll + label_smoothing * uniform
+    nll = token_cross_entropy(logits[mask], targets[mask], label_smoothing)  # (N,)
     if reduction == "sum":
         return nll.sum()
     if reduction == "mean":

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seqlab.losses import masked_cross_entropy
+from seqlab.losses import masked_cross_entropy, real_positions, token_cross_entropy
 
 
 def random_batch(seed: int, b: int = 3, t: int = 5, v: int = 7):
@@ -118,3 +118,17 @@ def test_mean_of_no_tokens_is_nan_like_torch_and_bad_arguments_raise():
         masked_cross_entropy(logits, targets, mask, label_smoothing=1.0)
     with pytest.raises(ValueError, match="expected logits"):
         masked_cross_entropy(logits, targets[:, :-1], mask)
+
+
+def test_token_cross_entropy_at_real_positions_is_the_masked_loss():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 5, 11, generator=g)
+    targets = torch.randint(0, 11, (3, 5), generator=g)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 0, 0, 0, 0]], dtype=torch.bool)
+    rows = real_positions(mask)
+    assert rows.tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 10]
+    picked = token_cross_entropy(
+        logits.flatten(0, 1)[rows], targets.flatten()[rows], label_smoothing=0.1
+    )
+    want = masked_cross_entropy(logits, targets, mask, label_smoothing=0.1, reduction="none")
+    torch.testing.assert_close(picked, want[mask])

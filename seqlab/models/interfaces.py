@@ -142,8 +142,10 @@ class Decoder(Protocol):
     the same logits as `forward` (a contract test checks this for every decoder).
     """
 
-    def forward(self, tgt_in: Tensor, encoded: Encoded) -> Tensor:
-        """tgt_in: (B, T) ids starting with BOS -> logits (B, T, V)."""
+    def forward(self, tgt_in: Tensor, encoded: Encoded, rows: Tensor | None = None) -> Tensor:
+        """tgt_in: (B, T) ids starting with BOS -> logits (B, T, V); with `rows` (N,), flat
+        indices into the B*T positions (`real_positions(tgt_mask)`), only those positions'
+        logits, (N, V): training then projects nothing at padding (`at_rows`)."""
         ...
 
     def init_state(self, encoded: Encoded) -> DecoderState:
@@ -153,6 +155,13 @@ class Decoder(Protocol):
     def step(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
         """tokens: (B,) the previous output (BOS first) -> (logits (B, V), next state)."""
         ...
+
+
+def at_rows(features: Tensor, rows: Tensor | None) -> Tensor:
+    """features (B, T, F) at the flat positions `rows` (N,) -> (N, F); all of them when None."""
+    if rows is None:
+        return features
+    return features.flatten(0, 1).index_select(0, rows)
 
 
 def lengths_to_mask(lengths: Tensor, max_len: int | None = None) -> Tensor:

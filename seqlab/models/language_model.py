@@ -32,7 +32,7 @@ from seqlab.layers.regularization import (
     embedding_dropout,
     weight_drop,
 )
-from seqlab.models.interfaces import DecoderState, Encoded
+from seqlab.models.interfaces import DecoderState, Encoded, at_rows
 
 PAD_ID = 0  # seqlab vocabularies fix <pad> at id 0 (see seqlab/data/vocab.py)
 
@@ -223,10 +223,11 @@ class RNNLanguageModel(nn.Module):
             raise TypeError(f"a language model starts from an LMState, got {type(encoded.final)}")
         return encoded.final
 
-    def forward(self, tgt_in: Tensor, encoded: Encoded) -> Tensor:
-        """Teacher forcing from `init_state(encoded)`: tgt_in (B, T) -> logits (B, T, V)."""
+    def forward(self, tgt_in: Tensor, encoded: Encoded, rows: Tensor | None = None) -> Tensor:
+        """Teacher forcing from `init_state(encoded)`: tgt_in (B, T) -> logits (B, T, V), or
+        (N, V) at the flat positions `rows` only."""
         features, _ = self.run(tgt_in, self.init_state(encoded))  # (B, T, H)
-        return self.logits(features)  # (B, T, V)
+        return self.logits(at_rows(features, rows))
 
     def step(self, tokens: Tensor, state: LMState) -> tuple[Tensor, LMState]:
         """tokens (B,) -> (logits (B, V), next state)."""

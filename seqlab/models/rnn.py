@@ -29,7 +29,7 @@ from seqlab.errors import ConfigError
 from seqlab.layers.attention import AdditiveAttention
 from seqlab.layers.projection import OutputProjection
 from seqlab.layers.recurrent import DirectionBridge, Recurrent
-from seqlab.models.interfaces import DecoderState, Encoded
+from seqlab.models.interfaces import DecoderState, Encoded, at_rows
 from seqlab.models.seq2seq import Seq2Seq
 
 PAD_ID = 0  # seqlab vocabularies fix <pad> at id 0 (see seqlab/data/vocab.py)
@@ -149,9 +149,9 @@ class _RecurrentDecoder(nn.Module):
         """(B, T) or (B,) ids -> dropout(embedding), (B, T, E) or (B, E)."""
         return self.dropout(self.embedding(tokens))
 
-    def _logits(self, features: Tensor) -> Tensor:
-        """(..., F) decoder features -> (..., V)."""
-        return self.output(self.dropout(features))
+    def _logits(self, features: Tensor, rows: Tensor | None = None) -> Tensor:
+        """(..., F) decoder features -> (..., V); (B, T, F) at flat positions `rows` -> (N, V)."""
+        return self.output(at_rows(self.dropout(features), rows))
 
     def _initial(self, encoded: Encoded) -> tuple[Tensor, Tensor | None]:
         """(hidden, cell), each (B, L, H): the encoder's final state, or zeros without one."""
@@ -196,10 +196,10 @@ class RNNDecoder(_RecurrentDecoder):
         outputs, hidden, cell = self._run(x, state.hidden, state.cell)  # (B, T, H)
         return outputs, dataclasses.replace(state, hidden=hidden, cell=cell)
 
-    def forward(self, tgt_in: Tensor, encoded: Encoded) -> Tensor:
-        """Teacher forcing: tgt_in (B, T) -> logits (B, T, V)."""
+    def forward(self, tgt_in: Tensor, encoded: Encoded, rows: Tensor | None = None) -> Tensor:
+        """Teacher forcing: tgt_in (B, T) -> logits (B, T, V), or (N, V) at `rows` only."""
         features, _ = self._advance(self._embed(tgt_in), self.init_state(encoded))  # (B, T, H)
-        return self._logits(features)  # (B, T, V)
+        return self._logits(features, rows)
 
     def step(self, tokens: Tensor, state: RNNDecoderState) -> tuple[Tensor, RNNDecoderState]:
         """tokens (B,) -> (logits (B, V), next state)."""
@@ -269,10 +269,10 @@ class AttentionRNNDecoder(_RecurrentDecoder):
             weights.append(w)
         return torch.stack(features, dim=1), torch.stack(weights, dim=1)  # (B, T, F), (B, T, S)
 
-    def forward(self, tgt_in: Tensor, encoded: Encoded) -> Tensor:
-        """Teacher forcing: tgt_in (B, T) -> logits (B, T, V)."""
+    def forward(self, tgt_in: Tensor, encoded: Encoded, rows: Tensor | None = None) -> Tensor:
+        """Teacher forcing: tgt_in (B, T) -> logits (B, T, V), or (N, V) at `rows` only."""
         features, _ = self._unroll(tgt_in, encoded)  # (B, T, F)
-        return self._logits(features)  # (B, T, V)
+        return self._logits(features, rows)
 
     def attention_weights(self, tgt_in: Tensor, encoded: Encoded) -> Tensor:
         """Attention weights (B, T, S) of a teacher-forced pass (row t: where y_t looked)."""

@@ -30,6 +30,9 @@ class Seq2Seq(nn.Module):
         """src (B, S) ids, src_mask (B, S) bool -> Encoded(memory (B, S, Hm), mask, final)."""
         return self.encoder(src, src_mask)
 
-    def forward(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor) -> Tensor:
-        """Teacher forcing: src (B, S), src_mask (B, S), tgt_in (B, T) -> logits (B, T, V)."""
-        return self.decoder(tgt_in, self.encode(src, src_mask))
+    def forward(
+        self, src: Tensor, src_mask: Tensor, tgt_in: Tensor, rows: Tensor | None = None
+    ) -> Tensor:
+        """Teacher forcing: src (B, S), src_mask (B, S), tgt_in (B, T) -> logits (B, T, V), or
+        (N, V) at the flat target positions `rows` (N,) only (see `Decoder.forward`)."""
+        return self.decoder(tgt_in, self.encode(src, src_mask), rows)

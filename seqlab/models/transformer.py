@@ -31,7 +31,7 @@ from seqlab.layers.embedding import (
 )
 from seqlab.layers.projection import OutputProjection
 from seqlab.layers.transformer import KV, TransformerDecoderStack, TransformerEncoderStack
-from seqlab.models.interfaces import DecoderState, Encoded, select_rows
+from seqlab.models.interfaces import DecoderState, Encoded, at_rows, select_rows
 from seqlab.models.seq2seq import Seq2Seq
 
 PAD_ID = 0  # seqlab vocabularies fix <pad> at id 0 (see seqlab/data/vocab.py)
@@ -189,11 +189,11 @@ class TransformerDecoder(nn.Module):
         self.embedding, self.positional = embedding, positional
         self.stack, self.output = stack, output
 
-    def forward(self, tgt_in: Tensor, encoded: Encoded) -> Tensor:
-        """Teacher forcing: tgt_in (B, T) -> logits (B, T, V)."""
+    def forward(self, tgt_in: Tensor, encoded: Encoded, rows: Tensor | None = None) -> Tensor:
+        """Teacher forcing: tgt_in (B, T) -> logits (B, T, V), or (N, V) at `rows` only."""
         x = self.positional(self.embedding(tgt_in))  # (B, T, H)
         memory_kv = self.stack.project_memory(encoded.memory)
-        return self.output(self.stack(x, memory_kv, encoded.mask))  # (B, T, V)
+        return self.output(at_rows(self.stack(x, memory_kv, encoded.mask), rows))
 
     def attention_weights(
         self, tgt_in: Tensor, encoded: Encoded, layer: int = -1, head: int | None = None

@@ -23,7 +23,7 @@ from seqlab.distributed import ShardResult
 from seqlab.evaluation.bleu import corpus_scores
 from seqlab.evaluation.metrics import perplexity
 from seqlab.inference import Translator, side_to_payload
-from seqlab.losses import masked_cross_entropy
+from seqlab.losses import real_positions, token_cross_entropy
 from seqlab.models import build_model
 from seqlab.tasks.batching import training_sampler, validation_batches
 from seqlab.tasks.translation_data import PreparedTranslation
@@ -87,15 +87,17 @@ class TranslationTask:
         yield from loader
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[Tensor, int]:
-        logits = model(batch.src, batch.src_mask, batch.tgt_in)  # (B, T, V)
-        loss = masked_cross_entropy(
-            logits.float(),
-            batch.tgt_out,
-            batch.tgt_mask,
-            label_smoothing=self.recipe.train.label_smoothing,
-            reduction="sum",
-        )
-        return loss, batch.num_tokens
+        """Label-smoothed cross-entropy summed over real target tokens; the model computes
+        logits at those positions only (`real_positions`), none at padding."""
+        return self._nll(model, batch, self.recipe.train.label_smoothing).sum(), batch.num_tokens
+
+    @staticmethod
+    def _nll(model: nn.Module, batch: Batch, label_smoothing: float = 0.0) -> Tensor:
+        """(N,) per-token loss of the N real target tokens of `batch`."""
+        rows = real_positions(batch.tgt_mask)  # (N,)
+        logits = model(batch.src, batch.src_mask, batch.tgt_in, rows)  # (N, V)
+        targets = batch.tgt_out.flatten().index_select(0, rows)  # (N,)
+        return token_cross_entropy(logits, targets, label_smoothing)
 
     def translator(self, model: nn.Module) -> Translator:
         return Translator(model, self.data.src, self.data.tgt, self.recipe.decode)
@@ -115,10 +117,7 @@ class TranslationTask:
         )
         for batch in loader:
             batch = batch.to(device)
-            logits = model(batch.src, batch.src_mask, batch.tgt_in)
-            nll += masked_cross_entropy(
-                logits.float(), batch.tgt_out, batch.tgt_mask, reduction="sum"
-            ).item()
+            nll += self._nll(model, batch).sum().item()
             tokens += batch.num_tokens
         mine = list(range(self._bleu_sentences()))[rank::world]
         hyps = self.translator(model).translate(

@@ -5,7 +5,8 @@ Import them from a model's tests:
 Each puts the module in eval mode, runs without gradients and fails with an AssertionError.
 
 - `check_step_equals_forward`: feeding tgt_in one token at a time through `init_state`/`step`
-  gives the logits of teacher-forced `forward`.
+  gives the logits of teacher-forced `forward`, and `forward` at some positions only (`rows`)
+  gives those positions' logits.
 - `check_reorder_commutes`: reordering/expanding a state mid-sequence (what beam search does) and
   stepping on equals stepping the reordered rows from the start.
 - `check_source_padding_invariance`: extra pad columns on the source change no real output.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from seqlab.losses import real_positions
 from seqlab.models.interfaces import Encoded
 
 BOS_ID = 2  # seqlab vocabularies fix <bos> at id 2
@@ -40,6 +42,10 @@ def check_step_equals_forward(
     stepped, _ = step_logits(decoder, encoded, tgt_in)  # (B, T, V)
     assert expected.shape[:2] == tgt_in.shape, f"forward gave {tuple(expected.shape)}"
     torch.testing.assert_close(stepped, expected, atol=atol, rtol=0)
+    # logits at some positions only (what training asks for: real target tokens)
+    keep = torch.rand(tgt_in.shape, generator=torch.Generator().manual_seed(0)) < 0.6  # (B, T)
+    selected = decoder(tgt_in, encoded, real_positions(keep))  # (N, V)
+    torch.testing.assert_close(selected, expected[keep], atol=atol, rtol=0)
 
 
 @torch.no_grad()

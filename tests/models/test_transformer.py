@@ -16,6 +16,7 @@ from seqlab.models.transformer import (
     TransformerState,
     build_transformer,
 )
+from tests.models.contract import check_step_equals_forward
 
 SRC_V, TGT_V, BOS, EOS = 11, 13, 2, 3
 SMALL = TransformerConfig(
@@ -58,6 +59,7 @@ def test_stepping_equals_teacher_forcing(norm_first, positional):
         stepped, state = step_through(model, encoded, tgt_in)
     assert expected.shape == (3, 7, TGT_V)
     torch.testing.assert_close(stepped, expected, atol=1e-5, rtol=0)
+    check_step_equals_forward(model.decoder, encoded, tgt_in)  # and logits at some rows only
     assert state.position == 7
     assert torch.equal(model(src, mask, tgt_in), expected)
 
