@@ -30,13 +30,12 @@ file `SEQLAB_BENCH_SOURCES` (default: test2016's German side in the corpus mirro
 warm-up batch. Skipped, with the reason, when either file is missing.
 
 On a lent GPU machine with no network and its own PyTorch (none of `make install`), carry the
-checkpoint without its optimizer state and the sources, then run both this and the GPU tests:
+checkpoint without its optimizer state and the sources, then run this and the GPU tests with
+`benchmarks/gpu_check.sh`:
 
     seqlab average --weights-only runs/multi30k-transformer/best.pt -o .gpu/transformer.pt  # 25 MB
     cp "$SEQLAB_CORPUS_MIRROR/multi30k/test_2016_flickr.de.gz" .gpu/  # .gpu/ in .git/info/exclude
-    # there, carrying .gpu:
-    SEQLAB_BENCH_CHECKPOINT=.gpu/transformer.pt SEQLAB_BENCH_SOURCES=.gpu/test_2016_flickr.de.gz \
-        python3 -m benchmarks transformer_base --out $OUT && python3 -m pytest -q tests/test_gpu.py
+    bash benchmarks/gpu_check.sh "$OUT"  # there, carrying .gpu
 
 Neither needs `datasets` (the recipe test in test_gpu.py skips without it).
 """
