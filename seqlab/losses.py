@@ -76,8 +76,6 @@ def masked_cross_entropy(
             f"expected logits (B, T, V), targets and mask (B, T); got {tuple(logits.shape)}, "
             f"{tuple(targets.shape)}, {tuple(mask.shape)}"
         )
-    if not 0.0 <= label_smoothing < 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
     if reduction not in ("sum", "mean", "none"):
         raise ValueError(f"reduction must be 'sum', 'mean' or 'none', got {reduction!r}")
     mask = mask.bool()

@@ -184,7 +184,9 @@ def test_sigterm_saves_a_single_process_run_like_ctrl_c(tmp_path):
     assert proc.returncode == 130, out[-3000:]
     assert "interrupted at step" in out and "Traceback" not in out
     step = load_checkpoint(run_dir / "last.pt")["progress"]["step"]
-    assert step >= 2 and max(logged_losses(run_dir)) >= step
+    # last.pt holds the last completed step; the signal may land between that step's update and
+    # its log line (or mid-line, which `logged_losses` leaves out), so that one line may be missing
+    assert step >= 2 and step - 1 <= max(logged_losses(run_dir)) <= step
 
 
 def _cmdline(pid: str) -> str:

@@ -225,26 +225,28 @@ class _Beams:
     """The alive beams of the sources still searching (loop state of `beam_search`).
 
     Attributes:
-        sources: (Ba,) original index of each active source.
+        sources: original index of each active source (Ba ints, on the host: the loop's
+            stopping bookkeeping is per source and Python-side).
         scores: (Ba, K) cumulative log-probs, -inf for empty beams.
         tokens: (Ba*K, t) ids generated so far.
         last: (Ba*K,) the token to feed next.
         state: decoder state of the Ba*K rows.
     """
 
-    sources: Tensor
+    sources: list[int]
     scores: Tensor
     tokens: Tensor
     last: Tensor
     state: DecoderState
 
-    def keep(self, active: Tensor) -> _Beams:
-        """Only the sources where active (Ba,) bool is True."""
-        beams = self.scores.size(1)
-        rows = active.nonzero().squeeze(1)  # (Ba',)
-        flat = (rows.unsqueeze(1) * beams + torch.arange(beams, device=rows.device)).view(-1)
+    def keep(self, active: list[bool]) -> _Beams:
+        """Only the sources where `active` (Ba bools) is True."""
+        beams, device = self.scores.size(1), self.scores.device
+        kept = [i for i, a in enumerate(active) if a]
+        rows = torch.tensor(kept, dtype=torch.long, device=device)  # (Ba',)
+        flat = (rows.unsqueeze(1) * beams + torch.arange(beams, device=device)).view(-1)
         return _Beams(
-            self.sources[rows],
+            [self.sources[i] for i in kept],
             self.scores[rows],
             self.tokens[flat],
             self.last[flat],
@@ -271,23 +273,21 @@ class _Finished:
             kept.sort(key=lambda h: h.score, reverse=True)
             del kept[self.beam_size :]
 
-    def done(
-        self, beams: _Beams, sources: list[int], t: int, limits: Tensor, early_stopping: bool
-    ) -> list[bool]:
-        """Per active source (`sources`, host copy of `beams.sources`): can it no longer improve?
+    def done(self, beams: _Beams, t: int, limits: list[int], early_stopping: bool) -> list[bool]:
+        """Per active source: can it no longer improve? (`beam_search`'s stopping rule).
 
-        See `beam_search`'s stopping rule. The bound is computed only when a full source would
-        otherwise keep searching (`early_stopping` off), so the default rule costs one small
-        reduction per step.
+        The bound is computed only when a full source would otherwise keep searching
+        (`early_stopping` off), so the default rule costs one small reduction per step.
         """
         alive = torch.isfinite(beams.scores).any(dim=1).tolist()
-        full = [len(self.hyps[source]) >= self.beam_size for source in sources]
+        full = [len(self.hyps[source]) >= self.beam_size for source in beams.sources]
         if early_stopping or not any(full):
             return [not a or f for a, f in zip(alive, full, strict=True)]
-        bound = score_bound(beams.scores, t, limits[beams.sources], self.alpha, self.kind)
+        longest = torch.tensor([limits[i] for i in beams.sources], device=beams.scores.device)
+        bound = score_bound(beams.scores, t, longest, self.alpha, self.kind)
         return [
             not a or (f and best <= self.hyps[source][-1].score)
-            for source, a, f, best in zip(sources, alive, full, bound.tolist(), strict=True)
+            for source, a, f, best in zip(beams.sources, alive, full, bound.tolist(), strict=True)
         ]
 
 
@@ -299,7 +299,7 @@ def _advance(beams: _Beams, pool: _Finished, log_probs: Tensor, eos_id: int) -> 
     where = sel.finalize.nonzero()  # (n, 2): (source row, candidate rank)
     if where.numel():
         parents = (offset + sel.parents)[where[:, 0], where[:, 1]]  # (n,) flat rows
-        sources = beams.sources[where[:, 0]].tolist()
+        sources = [beams.sources[i] for i in where[:, 0].tolist()]
         pool.add(sources, beams.tokens[parents], sel.values[where[:, 0], where[:, 1]], True)
     flat = (offset + sel.beam_parents).view(-1)  # (Ba*K,)
     tokens = torch.cat([beams.tokens[flat], sel.tokens.view(-1, 1)], dim=1)  # (Ba*K, t+1)
@@ -307,13 +307,14 @@ def _advance(beams: _Beams, pool: _Finished, log_probs: Tensor, eos_id: int) -> 
     return _Beams(beams.sources, sel.scores, tokens, sel.tokens.view(-1), state)
 
 
-def _retire(beams: _Beams, pool: _Finished, at_limit: Tensor) -> None:
-    """Hand the finite alive beams of the sources where at_limit (Ba,) to `pool`, unfinished."""
-    alive = at_limit.unsqueeze(1) & torch.isfinite(beams.scores)  # (Ba, K)
+def _retire(beams: _Beams, pool: _Finished, at_limit: list[bool]) -> None:
+    """Hand the finite alive beams of the sources where `at_limit` to `pool`, unfinished."""
+    limited = torch.tensor(at_limit, device=beams.scores.device)  # (Ba,)
+    alive = limited.unsqueeze(1) & torch.isfinite(beams.scores)  # (Ba, K)
     where = alive.nonzero()  # (n, 2)
     if where.numel():
         flat = where[:, 0] * beams.scores.size(1) + where[:, 1]  # (n,)
-        sources = beams.sources[where[:, 0]].tolist()
+        sources = [beams.sources[i] for i in where[:, 0].tolist()]
         pool.add(sources, beams.tokens[flat], beams.scores[where[:, 0], where[:, 1]], False)
 
 
@@ -365,7 +366,7 @@ def beam_search(
     scores = torch.full((batch, beam_size), float("-inf"), device=device)  # (B, K)
     scores[:, 0] = 0.0
     beams = _Beams(
-        torch.arange(batch, device=device),
+        list(range(batch)),
         scores,
         expand.new_zeros(batch * beam_size, 0),
         torch.full_like(expand, bos_id),
@@ -373,18 +374,15 @@ def beam_search(
     )
     pool = _Finished(batch, beam_size, length_penalty, length_penalty_kind)
     limits_host = limits.tolist()
-    sources = list(range(batch))  # host copy of beams.sources
     t = 0
-    while sources:
-        stop = pool.done(beams, sources, t, limits, early_stopping)
-        at_limit = [not s and limits_host[i] <= t for i, s in zip(sources, stop, strict=True)]
+    while beams.sources:
+        stop = pool.done(beams, t, limits_host, early_stopping)
+        at_limit = [not s and limits_host[i] <= t for i, s in zip(beams.sources, stop, strict=True)]
         if any(at_limit):
-            _retire(beams, pool, torch.tensor(at_limit, device=device))
+            _retire(beams, pool, at_limit)
         if any(stop) or any(at_limit):
-            keep = [not (s or a) for s, a in zip(stop, at_limit, strict=True)]
-            beams = beams.keep(torch.tensor(keep, device=device))
-            sources = [i for i, k in zip(sources, keep, strict=True) if k]
-            if not sources:
+            beams = beams.keep([not (s or a) for s, a in zip(stop, at_limit, strict=True)])
+            if not beams.sources:
                 break
         block = eos_id if t < min_len else None
         log_probs, state = _next_log_probs(decoder, beams.last, beams.state, block)  # (Ba*K, V)

@@ -15,6 +15,7 @@ the state from one batch to the next (`seqlab/tasks/language_model.py`). `forwar
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Literal
 
@@ -138,6 +139,7 @@ class RNNLanguageModel(nn.Module):
         self.input_dropout = drop(dropout if dropout_input is None else dropout_input)
         self.output_dropout = drop(dropout)
         self.dropout_embedding, self.ar_alpha, self.tar_beta = dropout_embedding, ar_alpha, tar_beta
+        self.weight_dropped = any(parametrize.is_parametrized(m) for m in rnn.modules())
 
     def zero_state(self, batch: int, device: torch.device | None = None) -> LMState:
         """All-zero state for `batch` rows."""
@@ -169,7 +171,9 @@ class RNNLanguageModel(nn.Module):
         embedded = embedding_dropout(self.embedding, tokens, self.dropout_embedding, self.training)
         x = self.input_dropout(embedded)  # (B, T, E)
         hx = state.hidden if state.cell is None else (state.hidden, state.cell)  # (B, L, H)
-        with parametrize.cached():  # weight drop: one mask per segment, however often read
+        # weight drop: one mask per segment, however often the weights are read
+        dropping = self.training and self.weight_dropped
+        with parametrize.cached() if dropping else contextlib.nullcontext():
             outputs, final = self.rnn(x, None, hx)  # (B, T, H)
         hidden, cell = final if isinstance(final, tuple) else (final, None)  # (B, L, H)
         return self.output_dropout(outputs), outputs, LMState(hidden, cell)

@@ -176,6 +176,22 @@ def test_sequential_training_carries_the_state_between_batches(tmp_path):
     assert random_task.carry is None
 
 
+def test_the_training_loss_adds_ar_and_tar_once_per_token(tmp_path):
+    """With AWD's AR / TAR on, the summed loss is the NLL plus the penalty times the tokens
+    (the trainer divides by the tokens, so the penalty enters the mean loss once)."""
+    model = {"cell": "lstm", "variational": True, "ar_alpha": 2.0, "tar_beta": 1.0}
+    recipe = lm_recipe(tmp_path, {"bptt": 4}, model)
+    task = LanguageModelTask(recipe, prepare(recipe))
+    lm = task.model.eval()  # no dropout: the penalty is deterministic
+    batch = next(iter(task.batches(0, 0)))
+    got, n = task.loss(lm, batch)
+    with torch.no_grad():
+        features, _, penalty = lm.run_with_penalty(batch.inputs)
+        nll = lm.nll(features, batch.targets).sum()
+    assert penalty.item() > 0.0 and n == batch.num_tokens
+    torch.testing.assert_close(got, nll + penalty * n)
+
+
 # -- training end to end ---------------------------------------------------------------------
 
 OVERFIT = {"max_steps": 150, "valid_every": 150, "lr": 0.03, "schedule": "constant"}

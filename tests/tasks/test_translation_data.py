@@ -8,6 +8,7 @@ import torch
 from seqlab.config import ModelSpec, load_recipe
 from seqlab.distributed import ShardResult
 from seqlab.errors import DataError
+from seqlab.losses import masked_cross_entropy
 from seqlab.models import build_model
 from seqlab.models.transformer import TransformerConfig
 from seqlab.tasks.translation import TranslationTask
@@ -131,3 +132,20 @@ def test_validation_sharded_three_ways_equals_one_process(tmp_path):
     assert sharded == pytest.approx(task.validation_metrics(whole), rel=1e-9)
     with pytest.raises(ValueError, match="translated 8 of 11"):
         task.validation_metrics(ShardResult.merge(parts[:2]))
+
+
+def test_the_training_loss_is_the_masked_loss_of_the_full_logits(tmp_path):
+    """Logits computed at real target positions only give the loss of the full logits."""
+    recipe = load_recipe(REVERSE, ["data.synthetic_size=60", "train.max_tokens=120"])
+    task = TranslationTask(recipe, prepare(recipe, cache=tmp_path))
+    model = task.model.eval()
+    batch = next(iter(task.batches(0, 0)))
+    assert not batch.tgt_mask.all()  # padding to skip
+    with torch.no_grad():
+        got, n = task.loss(model, batch)
+        full = model(batch.src, batch.src_mask, batch.tgt_in)  # (B, T, V)
+        want = masked_cross_entropy(
+            full, batch.tgt_out, batch.tgt_mask, label_smoothing=recipe.train.label_smoothing
+        )
+    assert n == batch.num_tokens
+    torch.testing.assert_close(got, want)
