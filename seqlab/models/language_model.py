@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from seqlab.errors import ConfigError
-from seqlab.layers.projection import OutputProjection
+from seqlab.layers.projection import AdaptiveSoftmax, OutputProjection
 from seqlab.layers.recurrent import Recurrent
 from seqlab.layers.regularization import (
     LockedDropout,
@@ -180,7 +180,7 @@ class RNNLanguageModel(nn.Module):
 
     def logits(self, features: Tensor) -> Tensor:
         """(..., H) features -> (..., V) logits of the next token (log-probs when adaptive)."""
-        if isinstance(self.output, nn.AdaptiveLogSoftmaxWithLoss):
+        if isinstance(self.output, AdaptiveSoftmax):
             flat = self.output.log_prob(features.reshape(-1, features.size(-1)))  # (N, V)
             return flat.view(*features.shape[:-1], -1)
         return self.output(features)
@@ -192,11 +192,11 @@ class RNNLanguageModel(nn.Module):
         Returns:
             (B, T) float32 losses.
         """
-        if isinstance(self.output, nn.AdaptiveLogSoftmaxWithLoss):
+        if isinstance(self.output, AdaptiveSoftmax):
             if label_smoothing:
                 raise ConfigError("label smoothing needs a full softmax (model.adaptive_cutoffs)")
-            flat = features.reshape(-1, features.size(-1)).float()  # (B*T, H)
-            return -self.output(flat, targets.flatten()).output.view_as(targets)
+            flat = features.reshape(-1, features.size(-1))  # (B*T, H)
+            return -self.output.target_log_prob(flat, targets.flatten()).view_as(targets)
         logits = self.logits(features).float()  # (B, T, V)
         losses = nn.functional.cross_entropy(
             logits.flatten(0, 1),
@@ -244,7 +244,7 @@ def _output_layer(
 ) -> nn.Module:
     """Linear(H -> V); when tied, the embedding table as the (V, E) weight (after H -> E)."""
     if cutoffs is not None:
-        return nn.AdaptiveLogSoftmaxWithLoss(hidden, vocab_size, list(cutoffs), div_value=4.0)
+        return AdaptiveSoftmax(hidden, vocab_size, list(cutoffs), div_value=4.0)
     if tied is None:
         return OutputProjection(hidden, vocab_size)
     out = OutputProjection(tied.embedding_dim, vocab_size)
