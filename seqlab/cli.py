@@ -234,6 +234,84 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _perplexity(args: argparse.Namespace) -> int:
+    from seqlab.errors import ConfigError
+    from seqlab.evaluation.neural_cache import CacheSettings, perplexity_of, stream_outputs
+    from seqlab.generate import TextGenerator
+    from seqlab.run import cache_scores
+    from seqlab.tasks.language_model_data import corpus_streams, text_stream
+
+    generator = TextGenerator.from_checkpoint(args.checkpoint, device=args.device)
+    model, data = generator.model, generator.data
+    batch_size = data.eval_batch_size if args.batch_size is None else args.batch_size
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size {batch_size} must be at least 1")
+    if args.files:
+        target = "text"
+        streams = {"text": text_stream(generator.side, data, args.files)}
+        if args.tune_cache:
+            streams["valid"] = corpus_streams(generator.side, data, ["valid"])["valid"]
+    else:
+        target = args.split
+        names = [args.split, "valid"] if args.tune_cache else [args.split]
+        streams = corpus_streams(generator.side, data, names)
+    window = args.cache_window or data.cache_window or 2000
+    if args.tune_cache or args.cache_lambda is not None:
+        if args.tune_cache and args.cache_lambda is not None:
+            raise ConfigError("give --tune-cache or --cache-theta/--cache-lambda, not both")
+        settings = None
+        if not args.tune_cache:
+            settings = CacheSettings(window, args.cache_theta, args.cache_lambda)
+        scores = cache_scores(model, streams, batch_size, data.bptt, window, settings)
+        result = scores[f"{target}_cache"]
+        if args.tune_cache and target != "valid":
+            tuned = scores["valid_cache"]
+            result["tuned_on_valid"] = {"ppl": tuned["ppl"], "model_ppl": tuned["model_ppl"]}
+    else:
+        outputs = stream_outputs(model, streams[target], batch_size, data.bptt)
+        result = perplexity_of(outputs.log_prob)
+    result = {"text": " ".join(args.files) if args.files else target, **result}
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _add_perplexity(sub) -> None:
+    perplexity = sub.add_parser(
+        "perplexity",
+        help="a language model's perplexity on text files or its corpus, optionally with a cache",
+    )
+    perplexity.add_argument("checkpoint")
+    perplexity.add_argument(
+        "files",
+        nargs="*",
+        help="text files, read like the training text ('-': stdin); "
+        "none: --split of the recipe's corpus",
+    )
+    perplexity.add_argument(
+        "--split", default="test", choices=("valid", "test"), help="corpus split (default test)"
+    )
+    perplexity.add_argument(
+        "--batch-size", type=int, help="rows the text is read in (default: data.eval_batch_size)"
+    )
+    perplexity.add_argument(
+        "--tune-cache",
+        action="store_true",
+        help="add a continuous cache (Grave et al. 2017), theta and lambda tuned on the corpus's "
+        "validation text",
+    )
+    perplexity.add_argument(
+        "--cache-window",
+        type=int,
+        help="positions the cache keeps (default: the recipe's data.cache_window, else 2000)",
+    )
+    perplexity.add_argument("--cache-theta", type=float, default=0.3, help="cache temperature")
+    perplexity.add_argument(
+        "--cache-lambda", type=float, help="cache weight: score with these settings untuned"
+    )
+    perplexity.add_argument("--device", default="cpu")
+    perplexity.set_defaults(func=_perplexity)
+
+
 def _add_generate(sub) -> None:
     generate = sub.add_parser(
         "generate", help="continue a prefix with a language model (one line per sample)"
@@ -348,6 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", help="write all scores to this JSON file")
     evaluate.set_defaults(func=_evaluate)
     _add_generate(sub)
+    _add_perplexity(sub)
     return parser
 
 

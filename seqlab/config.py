@@ -136,8 +136,13 @@ class LanguageModelData:
     eval_batch_size: int = 10  # rows of the validation/test streams (pytorch/examples: 10)
     max_train_tokens: int | None = None  # keep the first N training tokens (smoke runs)
     max_eval_tokens: int | None = None  # keep the first N validation and test tokens
+    # > 0: also score the best checkpoint with a continuous cache of this many positions
+    # (Grave et al. 2017; `seqlab/evaluation/neural_cache.py`), tuned on the validation stream
+    cache_window: int = 0
 
     def __post_init__(self):
+        if self.cache_window < 0:
+            raise ValueError(f"data.cache_window = {self.cache_window} must not be negative")
         for key in ("valid_fraction", "test_fraction"):
             if not 0.0 <= getattr(self, key) < 1.0:
                 raise ValueError(f"data.{key} = {getattr(self, key)} must be in [0, 1)")

@@ -11,6 +11,7 @@ seconds), so they live in memory rather than in an Arrow cache.
 from __future__ import annotations
 
 import re
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -163,6 +164,36 @@ def prepare(recipe: Recipe, *, cache: Path | None = None) -> PreparedLM:
     vocab = Vocab.build(Counter(streams["train"]), min_freq=data.min_freq, max_size=data.max_vocab)
     splits = {name: encode(vocab, stream) for name, stream in streams.items()}
     return PreparedLM(Side(tokenizer, vocab), splits, data)
+
+
+def corpus_streams(
+    side: Side, data: LanguageModelData, names: list[str], *, cache: Path | None = None
+) -> dict[str, Tensor]:
+    """The id streams of splits `names` ("valid", "test") of the recipe's corpus, encoded with a
+    trained model's vocabulary (as `prepare` cut them: carved fractions, `max_eval_tokens`)."""
+    streams = token_splits(data, side.tokenizer, cache or cache_dir())
+    for name in names:
+        if name not in streams:
+            where = f"data.{name}_path" if data.corpus == "files" else f"data.{name}_split"
+            raise ConfigError(
+                f"the model's recipe has no {name} text of corpus '{data.corpus}' "
+                f"(set {where} or data.{name}_fraction)"
+            )
+    return {name: encode(side.vocab, streams[name]) for name in names}
+
+
+def text_stream(side: Side, data: LanguageModelData, paths: list[str]) -> Tensor:
+    """The id stream of text files ('-': stdin), read line by line as the training text was."""
+    tokens: list[str] = []
+    for path in paths:
+        if path == "-":
+            lines: Iterator[str] = (line.rstrip("\n") for line in sys.stdin)
+        else:
+            lines = read_lines(path, strip=False)
+        tokens.extend(token_stream(data, side.tokenizer, lines, None))
+    if len(tokens) < 2:
+        raise DataError(f"{', '.join(paths)}: {len(tokens)} tokens, at least 2 are needed")
+    return encode(side.vocab, tokens)
 
 
 def encode(vocab: Vocab, tokens: list[str]) -> Tensor:
