@@ -236,9 +236,13 @@ def _generate(args: argparse.Namespace) -> int:
 
 def _perplexity(args: argparse.Namespace) -> int:
     from seqlab.errors import ConfigError
-    from seqlab.evaluation.neural_cache import CacheSettings, perplexity_of, stream_outputs
+    from seqlab.evaluation.neural_cache import (
+        CacheSettings,
+        cache_scores,
+        perplexity_of,
+        stream_outputs,
+    )
     from seqlab.generate import TextGenerator
-    from seqlab.run import cache_scores
     from seqlab.tasks.language_model_data import corpus_streams, text_stream
 
     generator = TextGenerator.from_checkpoint(args.checkpoint, device=args.device)
@@ -262,7 +266,11 @@ def _perplexity(args: argparse.Namespace) -> int:
         settings = None
         if not args.tune_cache:
             settings = CacheSettings(window, args.cache_theta, args.cache_lambda)
-        scores = cache_scores(model, streams, batch_size, data.bptt, window, settings)
+        outputs = {
+            name: stream_outputs(model, stream, batch_size, data.bptt)
+            for name, stream in streams.items()
+        }
+        scores = cache_scores(outputs, window, settings)
         result = scores[f"{target}_cache"]
         if args.tune_cache and target != "valid":
             tuned = scores["valid_cache"]

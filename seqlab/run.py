@@ -253,16 +253,19 @@ def evaluate_language_model(checkpoint: Path, task, *, out_dir: Path, show: int 
     generator = TextGenerator.from_checkpoint(checkpoint, device="cpu")
     device = next(task.model.parameters()).device
     model = generator.model.to(device)
-    scores = {
-        split: task.evaluate(model, split)
-        for split in ("valid", "test")
-        if split in task.data.splits
-    }
     data = task.recipe.data
-    if data.cache_window and "valid" in task.data.splits:
-        streams = {split: task.data.splits[split] for split in ("valid", "test") if split in scores}
-        window = data.cache_window
-        scores.update(cache_scores(model, streams, data.eval_batch_size, data.bptt, window))
+    splits = [split for split in ("valid", "test") if split in task.data.splits]
+    if data.cache_window:  # one pass over each split gives both perplexities
+        from seqlab.evaluation.neural_cache import cache_scores, perplexity_of, stream_outputs
+
+        outputs = {
+            split: stream_outputs(model, task.data.splits[split], data.eval_batch_size, data.bptt)
+            for split in splits
+        }
+        scores = {split: perplexity_of(out.log_prob) for split, out in outputs.items()}
+        scores.update(cache_scores(outputs, data.cache_window))
+    else:
+        scores = {split: task.evaluate(model, split) for split in splits}
     scores["checkpoint"] = str(checkpoint)
     (out_dir / "lm_scores.json").write_text(json.dumps(scores, indent=2))
     generator.model.to("cpu")
@@ -274,22 +277,6 @@ def evaluate_language_model(checkpoint: Path, task, *, out_dir: Path, show: int 
         print(f"SAMPLE  {line}", file=sys.stderr)
     keys = ("valid", "test", "valid_cache", "test_cache")
     return {key: scores[key] for key in keys if key in scores}
-
-
-def cache_scores(
-    model, streams: dict, batch_size: int, bptt: int, window: int, settings=None
-) -> dict:
-    """Perplexities with a continuous cache (Grave et al. 2017): theta and lambda tuned on
-    `streams["valid"]` unless `settings` (a `CacheSettings`) are given, then every stream scored
-    with them -> {"<split>_cache": {"loss", "ppl", "tokens", "model_ppl", "cache"}}."""
-    from seqlab.evaluation.neural_cache import score, stream_outputs, tune
-
-    outputs = {name: stream_outputs(model, s, batch_size, bptt) for name, s in streams.items()}
-    if settings is None:
-        if "valid" not in outputs:
-            raise ConfigError("tuning the cache needs validation text (data.valid_split)")
-        settings, _ = tune(outputs["valid"], window)
-    return {f"{name}_cache": score(out, settings) for name, out in outputs.items()}
 
 
 # `seqlab train` runs the function of the recipe's task.

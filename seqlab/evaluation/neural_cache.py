@@ -177,3 +177,15 @@ def tune(
     if best is None:
         raise ConfigError("the cache grid is empty: give at least one theta and one lambda")
     return best[1], grid
+
+
+def cache_scores(
+    outputs: dict[str, StreamOutputs], window: int, settings: CacheSettings | None = None
+) -> dict:
+    """Score every stream's outputs with a cache: theta and lambda tuned on `outputs["valid"]`
+    unless `settings` are given -> {"<name>_cache": `score(...)`} for each name."""
+    if settings is None:
+        if "valid" not in outputs:
+            raise ConfigError("tuning the cache needs validation text (data.valid_split)")
+        settings, _ = tune(outputs["valid"], window)
+    return {f"{name}_cache": score(out, settings) for name, out in outputs.items()}
