@@ -59,9 +59,7 @@ def _train(args: argparse.Namespace) -> int:
 def _read_lines(path: str | None) -> list[str]:
     from seqlab.data.readers import read_lines
 
-    if path is None or path == "-":
-        return [line.rstrip("\n") for line in sys.stdin]
-    return list(read_lines(path, strip=False))
+    return list(read_lines("-" if path is None else path, strip=False))
 
 
 def _write_lines(path: str | None, lines: list[str]) -> None:

@@ -116,3 +116,9 @@ def test_module_entry_point_runs():
         check=True,
     )
     assert "multi30k" in result.stdout.split()
+
+
+def test_invalid_utf8_on_stdin_is_named_and_nothing_is_written(checkpoint, capsys, monkeypatch):
+    code, out, err = run_cli(["translate", checkpoint], capsys, monkeypatch, "a b\n\udcff c\n")
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "<stdin>:2: invalid UTF-8" in err, err

@@ -58,9 +58,10 @@ def test_the_cache_is_tuned_on_validation_text_and_never_hurts_there(words, caps
         (["--split", "valid", "--cache-lambda", "1.0"], "lambda"),
         (["--split", "valid", "--tune-cache", "--cache-lambda", "0.1"], "not both"),
         (["--batch-size", "0"], "--batch-size"),
+        (["-"], "<stdin>:2: invalid UTF-8"),
     ],
 )
 def test_bad_requests_are_one_line_errors(words, extra, message, capsys, monkeypatch):
-    code, _, err = perplexity([words, *extra], capsys, monkeypatch)
+    code, _, err = perplexity([words, *extra], capsys, monkeypatch, stdin="ok\n\udcff\n")
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("seqlab: error:") and message in err, err

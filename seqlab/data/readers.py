@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import gzip
 import os
+import sys
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from seqlab.data.corpus import Manifest
 
 BOM = "\ufeff"
+STDIN = "-"  # the path that means standard input
 SST2_LABELLED_HEADER = ("sentence", "label")
 SST2_TEST_HEADER = ("index", "sentence")
 
@@ -46,30 +48,48 @@ def _open_bytes(path: Path) -> Iterator[BinaryIO]:
 
 
 def read_lines(path: str | os.PathLike, *, strip: bool = True) -> Iterator[str]:
-    """Yield the lines of a UTF-8 text file (or `.gz`), without their trailing newline.
+    """Yield the lines of a UTF-8 text file (or `.gz`; "-": stdin), without their trailing newline.
 
     Args:
-        path: the file.
+        path: the file, or "-" for standard input (read as bytes, decoded as strictly).
         strip: also strip leading/trailing whitespace (`str.strip()`); inner tabs survive.
 
     Raises:
         DataError: missing file, corrupt gzip, or invalid UTF-8 ("FILE:LINE: invalid UTF-8 ...").
     """
+    if str(path) == STDIN:
+        yield from _decode_lines(_stdin_bytes(), "<stdin>", strip)
+        return
     path = Path(path)
     with _open_bytes(path) as f:
-        for number, raw in enumerate(f, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise DataError(
-                    f"{path}:{number}: invalid UTF-8 at byte {e.start} of the line "
-                    f"({raw[e.start : e.start + 4]!r})"
-                ) from None
-            if line.endswith("\n"):
-                line = line[:-1]
-            if BOM in line:
-                line = line.replace(BOM, "")
-            yield line.strip() if strip else line
+        yield from _decode_lines(f, str(path), strip)
+
+
+def _stdin_bytes() -> Iterator[bytes]:
+    """Standard input's lines as bytes; a text stream without a byte buffer (a `StringIO`)
+    gives its text back as the bytes it came from."""
+    buffer = getattr(sys.stdin, "buffer", None)
+    if buffer is not None:
+        yield from buffer
+    else:
+        for line in sys.stdin:
+            yield line.encode("utf-8", "surrogateescape")
+
+
+def _decode_lines(raw_lines: Iterable[bytes], name: str, strip: bool) -> Iterator[str]:
+    for number, raw in enumerate(raw_lines, start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise DataError(
+                f"{name}:{number}: invalid UTF-8 at byte {e.start} of the line "
+                f"({raw[e.start : e.start + 4]!r})"
+            ) from None
+        if line.endswith("\n"):
+            line = line[:-1]
+        if BOM in line:
+            line = line.replace(BOM, "")
+        yield line.strip() if strip else line
 
 
 def count_lines(path: str | os.PathLike) -> int:

@@ -11,7 +11,6 @@ seconds), so they live in memory rather than in an Arrow cache.
 from __future__ import annotations
 
 import re
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -186,11 +185,7 @@ def text_stream(side: Side, data: LanguageModelData, paths: list[str]) -> Tensor
     """The id stream of text files ('-': stdin), read line by line as the training text was."""
     tokens: list[str] = []
     for path in paths:
-        if path == "-":
-            lines: Iterator[str] = (line.rstrip("\n") for line in sys.stdin)
-        else:
-            lines = read_lines(path, strip=False)
-        tokens.extend(token_stream(data, side.tokenizer, lines, None))
+        tokens.extend(token_stream(data, side.tokenizer, read_lines(path, strip=False), None))
     if len(tokens) < 2:
         raise DataError(f"{', '.join(paths)}: {len(tokens)} tokens, at least 2 are needed")
     return encode(side.vocab, tokens)

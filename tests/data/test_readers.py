@@ -224,3 +224,24 @@ def test_iwslt14_test(mirror, tmp_path):
     rows = list(islice(read_split(load_manifest("iwslt14-de-en"), folder, "test"), 100))
     assert len(rows) == 100 and all(r["src"] and r["tgt"] for r in rows)
     assert count_lines(folder / "tokenized" / "test.de") == 6750
+
+
+def test_stdin_is_read_as_strictly_as_a_file(monkeypatch):
+    """"-" reads standard input's bytes: split on \\n only, invalid UTF-8 named by line."""
+    import io
+    import sys
+
+    from seqlab.data.readers import read_lines
+
+    raw = "caf\u00e9 \ufeffau lait\r\nsecond\rline\n".encode()
+    stdin = io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8")
+    monkeypatch.setattr(sys, "stdin", stdin)
+    assert list(read_lines("-", strip=False)) == ["caf\u00e9 au lait\r", "second\rline"]
+    stdin = io.TextIOWrapper(io.BytesIO(b"fine\n\xff bad\n"), encoding="utf-8")
+    monkeypatch.setattr(sys, "stdin", stdin)
+    with pytest.raises(DataError, match=r"<stdin>:2: invalid UTF-8"):
+        list(read_lines("-"))
+    # a text stream without bytes underneath (what tests feed the CLI) reads the same
+    monkeypatch.setattr(sys, "stdin", io.StringIO("fine\n\udcff bad\n"))
+    with pytest.raises(DataError, match=r"<stdin>:2: invalid UTF-8"):
+        list(read_lines("-"))
