@@ -243,11 +243,21 @@ def _perplexity(args: argparse.Namespace) -> int:
     from seqlab.generate import TextGenerator
     from seqlab.tasks.language_model_data import corpus_streams, text_stream
 
+    if args.tune_cache and (args.cache_lambda is not None or args.cache_theta is not None):
+        raise ConfigError("give --tune-cache or --cache-theta/--cache-lambda, not both")
+    if args.cache_theta is not None and args.cache_lambda is None:
+        raise ConfigError("--cache-theta needs --cache-lambda (or use --tune-cache)")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ConfigError(f"--batch-size {args.batch_size} must be at least 1")
     generator = TextGenerator.from_checkpoint(args.checkpoint, device=args.device)
     model, data = generator.model, generator.data
     batch_size = data.eval_batch_size if args.batch_size is None else args.batch_size
-    if batch_size < 1:
-        raise ConfigError(f"--batch-size {batch_size} must be at least 1")
+    window = args.cache_window if args.cache_window is not None else data.cache_window or 2000
+    cached = args.tune_cache or args.cache_lambda is not None
+    settings = None
+    if cached and not args.tune_cache:
+        theta = CacheSettings.theta if args.cache_theta is None else args.cache_theta
+        settings = CacheSettings(window, theta, args.cache_lambda)
     if args.files:
         target = "text"
         streams = {"text": text_stream(generator.side, data, args.files)}
@@ -257,13 +267,7 @@ def _perplexity(args: argparse.Namespace) -> int:
         target = args.split
         names = [args.split, "valid"] if args.tune_cache else [args.split]
         streams = corpus_streams(generator.side, data, names)
-    window = args.cache_window or data.cache_window or 2000
-    if args.tune_cache or args.cache_lambda is not None:
-        if args.tune_cache and args.cache_lambda is not None:
-            raise ConfigError("give --tune-cache or --cache-theta/--cache-lambda, not both")
-        settings = None
-        if not args.tune_cache:
-            settings = CacheSettings(window, args.cache_theta, args.cache_lambda)
+    if cached:
         outputs = {
             name: stream_outputs(model, stream, batch_size, data.bptt)
             for name, stream in streams.items()
@@ -310,7 +314,9 @@ def _add_perplexity(sub) -> None:
         type=int,
         help="positions the cache keeps (default: the recipe's data.cache_window, else 2000)",
     )
-    perplexity.add_argument("--cache-theta", type=float, default=0.3, help="cache temperature")
+    perplexity.add_argument(
+        "--cache-theta", type=float, help="inverse temperature of the cache's attention (0.3)"
+    )
     perplexity.add_argument(
         "--cache-lambda", type=float, help="cache weight: score with these settings untuned"
     )

@@ -59,6 +59,8 @@ def test_the_cache_is_tuned_on_validation_text_and_never_hurts_there(words, caps
         (["--split", "valid", "--tune-cache", "--cache-lambda", "0.1"], "not both"),
         (["--batch-size", "0"], "--batch-size"),
         (["-"], "<stdin>:2: invalid UTF-8"),
+        (["--split", "valid", "--cache-theta", "0.5"], "needs --cache-lambda"),
+        (["--split", "valid", "--tune-cache", "--cache-window", "0"], "window"),
     ],
 )
 def test_bad_requests_are_one_line_errors(words, extra, message, capsys, monkeypatch):

@@ -165,6 +165,7 @@ def tune(
     Returns:
         (best settings, every grid point as {"theta", "lambda", "ppl"}).
     """
+    CacheSettings(window=window)  # a window below 1 is an error, not an empty cache
     grid: list[dict] = []
     best: tuple[float, CacheSettings] | None = None
     for theta in thetas:
