@@ -227,7 +227,7 @@ def test_iwslt14_test(mirror, tmp_path):
 
 
 def test_stdin_is_read_as_strictly_as_a_file(monkeypatch):
-    """"-" reads standard input's bytes: split on \\n only, invalid UTF-8 named by line."""
+    """Stdin ("-") is read as bytes: split on \\n only, invalid UTF-8 named by line."""
     import io
     import sys
 
