@@ -247,7 +247,8 @@ def train_language_model(
 
 
 def evaluate_language_model(checkpoint: Path, task, *, out_dir: Path, show: int = 3) -> dict:
-    """Perplexity of `checkpoint` on the task's valid/test streams and `show` samples."""
+    """Perplexity of `checkpoint` on the task's valid/test streams (also with a continuous cache,
+    tuned on valid, when `data.cache_window` is set) and `show` samples."""
     from seqlab.generate import GenerationSettings, TextGenerator
 
     generator = TextGenerator.from_checkpoint(checkpoint, device="cpu")

@@ -106,7 +106,8 @@ def cache_probability(
         (B, C) float32; 0 at t = 0, where the cache is empty.
     """
     rows, length, _ = features.shape
-    out = torch.zeros(rows, length, dtype=torch.float32)
+    device = features.device
+    out = torch.zeros(rows, length, dtype=torch.float32, device=device)
     for start in range(0, length, block):
         end = min(start + block, length)
         low = max(0, start - window)
@@ -115,8 +116,8 @@ def cache_probability(
         query = features[:, start:end].float()  # (B, T, H)
         keys = features[:, low : end - 1].float()  # (B, K, H): positions low .. end - 2
         scores = theta * torch.bmm(query, keys.transpose(1, 2))  # (B, T, K)
-        t = torch.arange(start, end).unsqueeze(1)  # (T, 1)
-        j = torch.arange(low, end - 1).unsqueeze(0)  # (1, K)
+        t = torch.arange(start, end, device=device).unsqueeze(1)  # (T, 1)
+        j = torch.arange(low, end - 1, device=device).unsqueeze(0)  # (1, K)
         visible = (j < t) & (j >= t - window)  # (T, K)
         scores = scores.masked_fill(~visible, -math.inf)
         weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # rows without a past: 0
