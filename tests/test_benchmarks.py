@@ -179,3 +179,15 @@ def test_transformer_base_runs_at_tiny_scale(monkeypatch):
     monkeypatch.delenv(transformer_base.PEAK_ENV)
     assert transformer_base.peak_flops("NVIDIA H200") == 989e12
     assert transformer_base.peak_flops("a CPU") is None
+
+
+def test_precision_compares_bf16_and_fused_adamw_against_fp32():
+    from benchmarks import precision
+
+    result = precision.run("tiny")
+    assert list(result["cases"]) == list(precision.CASES)
+    assert result["cases"]["fp32, foreach AdamW"]["speedup"] == 1.0
+    for entry in result["cases"].values():
+        assert len(entry["times_s"]) == get_scale("tiny").repeats and entry["tokens_per_s"] > 0
+    assert set(result["matmul_gflops"]) == {"float32", "bfloat16"}
+    assert "bf16, fused AdamW" in precision.markdown(result)
