@@ -35,15 +35,11 @@ CASES = {  # name -> (autocast to bf16, fused AdamW)
 
 def _setup(scale: Scale) -> tuple[LMConfig, int, int, int]:
     """(model config, vocabulary, rows, steps) of the recipe, or a tiny stand-in."""
-    config = load_recipe(RECIPE).model.config
+    recipe = load_recipe(RECIPE)
     if scale.tiny_models:
-        return (
-            dataclasses.replace(config, embed_dim=16, hidden_size=16, adaptive_cutoffs=(50, 200)),
-            500,
-            4,
-            8,
-        )
-    return config, VOCAB, 64, load_recipe(RECIPE).data.bptt
+        tiny = dict(embed_dim=16, hidden_size=16, adaptive_cutoffs=(50, 200))
+        return dataclasses.replace(recipe.model.config, **tiny), 500, 4, 8
+    return recipe.model.config, VOCAB, 64, recipe.data.bptt
 
 
 def _train_step(

@@ -12,7 +12,7 @@ words that recur within a document (names, places) are what the cache predicts w
 WikiText-2 it took an LSTM from 99.3 to 68.9 test perplexity in the paper, AWD-LSTM from 68.6
 to 52.0 (Merity et al. 2018). A first position (no history) keeps the model's probability.
 
-Scoring reads the text as `stream_nll` does (`eval_batch_size` contiguous rows, the state
+Scoring reads the text as `read_stream` does (`eval_batch_size` contiguous rows, the state
 carried from segment to segment), so each row keeps its own cache.
 """
 
@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from seqlab.errors import ConfigError
+from seqlab.evaluation.metrics import perplexity
 
 # Grave et al. tune theta and lambda on validation data; these grids cover their WikiText
 # settings and AWD-LSTM's (theta 0.6625, lambda 0.1279) for hidden states in (-1, 1).
@@ -68,22 +69,18 @@ class StreamOutputs:
 
 @torch.no_grad()
 def stream_outputs(model: nn.Module, stream: Tensor, batch_size: int, bptt: int) -> StreamOutputs:
-    """Read stream (N,) as `stream_nll` does, in eval mode, keeping each position's features.
+    """Read stream (N,) with `read_stream`, in eval mode, keeping each position's features.
 
     `model` is a language model with `run(tokens, state) -> (features, state)` and
     `nll(features, targets)` (`seqlab.models.language_model.RNNLanguageModel`).
     """
-    from seqlab.tasks.language_model import sequential_batches
+    from seqlab.tasks.language_model import read_stream
 
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
-    rows = max(1, min(batch_size, stream.numel() - 1))
-    features, targets, log_prob, state = [], [], [], None
+    features, targets, log_prob = [], [], []
     try:
-        for batch in sequential_batches(stream, rows, bptt):
-            batch = batch.to(device)
-            out, state = model.run(batch.inputs, state if batch.carry else None)  # (B, T, H)
+        for out, batch in read_stream(model, stream, batch_size, bptt):  # out (B, T, H)
             features.append(out.float().cpu())
             targets.append(batch.targets.cpu())
             log_prob.append(-model.nll(out, batch.targets).float().cpu())  # (B, T)
@@ -142,8 +139,8 @@ def mix(log_prob: Tensor, cache_prob: Tensor, lam: float) -> Tensor:
 
 def perplexity_of(log_prob: Tensor) -> dict:
     """{"loss": mean NLL, "ppl": exp(loss), "tokens"} of per-token log-probabilities."""
-    loss = -log_prob.double().mean().item()
-    return {"loss": loss, "ppl": math.exp(loss), "tokens": log_prob.numel()}
+    nll, tokens = -log_prob.double().sum().item(), log_prob.numel()
+    return {"loss": nll / tokens, "ppl": perplexity(nll, tokens), "tokens": tokens}
 
 
 def score(outputs: StreamOutputs, settings: CacheSettings) -> dict:

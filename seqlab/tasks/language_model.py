@@ -97,18 +97,27 @@ def random_batches(
         yield LMBatch(stream[index], stream[index + 1], carry=False)
 
 
-@torch.no_grad()
-def stream_nll(model: nn.Module, stream: Tensor, batch_size: int, bptt: int) -> tuple[float, int]:
-    """(summed NLL, tokens) of predicting stream (N,) left to right, state carried (eval mode).
-
-    The stream is read as `sequential_batches` from offset 0 with min(batch_size, N - 1) rows.
-    """
+def read_stream(
+    model: nn.Module, stream: Tensor, batch_size: int, bptt: int
+) -> Iterator[tuple[Tensor, LMBatch]]:
+    """Read stream (N,) left to right, the state carried from segment to segment: yields each
+    segment's (features (B, T, H), batch on the model's device). The stream is read as
+    `sequential_batches` from offset 0 with min(batch_size, N - 1) rows. Gradient mode and
+    train/eval mode are the caller's."""
     device = next(model.parameters()).device
     rows = max(1, min(batch_size, stream.numel() - 1))
-    nll, tokens, state = 0.0, 0, None
+    state = None
     for batch in sequential_batches(stream, rows, bptt):
         batch = batch.to(device)
         features, state = model.run(batch.inputs, state if batch.carry else None)
+        yield features, batch
+
+
+@torch.no_grad()
+def stream_nll(model: nn.Module, stream: Tensor, batch_size: int, bptt: int) -> tuple[float, int]:
+    """(summed NLL, tokens) of predicting stream (N,) left to right (`read_stream`)."""
+    nll, tokens = 0.0, 0
+    for features, batch in read_stream(model, stream, batch_size, bptt):
         nll += model.nll(features, batch.targets).sum().item()
         tokens += batch.num_tokens
     return nll, tokens

@@ -91,6 +91,13 @@ def test_stream_outputs_give_the_models_own_perplexity():
     assert outputs.num_tokens == tokens == 99
     assert outputs.features.shape == (3, 33, 16)
     assert perplexity_of(outputs.log_prob)["loss"] == pytest.approx(nll / tokens, rel=1e-5)
+    # one row read in segments of 7, the state carried, equals one pass over the whole text
+    one_row = stream_outputs(model, stream, batch_size=1, bptt=7)
+    with torch.no_grad():
+        features, _ = model.eval().run(stream[None, :-1])  # (1, 100, H)
+        whole = -model.nll(features, stream[None, 1:])  # (1, 100)
+    torch.testing.assert_close(one_row.log_prob, whole)
+    torch.testing.assert_close(one_row.features, features)
     with_cache = score(outputs, CacheSettings(window=10, theta=0.3, lam=0.0))
     assert with_cache["ppl"] == pytest.approx(with_cache["model_ppl"])
 
