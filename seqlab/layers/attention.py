@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from seqlab.layers.linear import PackedLinear, fused_linears
+
 
 def _allowed_keys(valid: Tensor, scores: Tensor) -> Tensor:
     """Turn lengths or a bool mask into a bool mask broadcastable to `scores` (B, Q, K)."""
@@ -81,9 +83,9 @@ class AdditiveAttention(nn.Module):
 
     def __init__(self, query_size: int, key_size: int, num_hiddens: int, dropout: float = 0.0):
         super().__init__()
-        self.W_q = nn.Linear(query_size, num_hiddens, bias=False)
-        self.W_k = nn.Linear(key_size, num_hiddens, bias=False)
-        self.w_v = nn.Linear(num_hiddens, 1, bias=False)
+        self.W_q = PackedLinear(query_size, num_hiddens, bias=False)
+        self.W_k = PackedLinear(key_size, num_hiddens, bias=False)
+        self.w_v = PackedLinear(num_hiddens, 1, bias=False)
         self.dropout = nn.Dropout(dropout)
 
     def project_keys(self, keys: Tensor) -> Tensor:
@@ -258,10 +260,10 @@ class MultiHeadAttention(nn.Module):
         self.num_heads = num_heads
         self.head_dim = d_model // num_heads
         self.dropout = dropout
-        self.q_proj = nn.Linear(d_model, d_model, bias=bias)
-        self.k_proj = nn.Linear(kdim or d_model, d_model, bias=bias)
-        self.v_proj = nn.Linear(vdim or d_model, d_model, bias=bias)
-        self.out_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.q_proj = PackedLinear(d_model, d_model, bias=bias)
+        self.k_proj = PackedLinear(kdim or d_model, d_model, bias=bias)
+        self.v_proj = PackedLinear(vdim or d_model, d_model, bias=bias)
+        self.out_proj = PackedLinear(d_model, d_model, bias=bias)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -315,8 +317,29 @@ class MultiHeadAttention(nn.Module):
         Returns:
             output (B, Q, E), or (output, weights (B, h, Q, S)) when `need_weights`.
         """
-        batch, num_queries, d_model = query.shape
         q = self._split_heads(self.q_proj(query))  # (B, h, Q, d)
+        return self.attend_heads(q, k, v, key_mask, causal, need_weights)
+
+    def project_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Self-attention: x (B, T, E) -> per-head (q, k, v), each (B, h, T, d).
+
+        The same values as `q_proj`, `project_kv`; in CPU inference one product computes all
+        three (`fused_linears`), which is what a decoder step does with its one new position.
+        """
+        q, k, v = fused_linears((self.q_proj, self.k_proj, self.v_proj), x)  # (B, T, E) each
+        return self._split_heads(q), self._split_heads(k), self._split_heads(v)
+
+    def attend_heads(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        key_mask: Tensor | KeyMask | None = None,
+        causal: bool = False,
+        need_weights: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """`attend` with the queries already projected: q (B, h, Q, d) -> output (B, Q, E)."""
+        batch, _, num_queries, _ = q.shape
         p = self.dropout if self.training else 0.0
         weights = None
         if isinstance(key_mask, KeyMask) and not causal and not need_weights:
@@ -326,12 +349,12 @@ class MultiHeadAttention(nn.Module):
         else:
             if isinstance(key_mask, KeyMask):
                 key_mask = key_mask.mask  # (B, S)
-            allowed = self._allowed(key_mask, causal, num_queries, k.size(2), query.device)
+            allowed = self._allowed(key_mask, causal, num_queries, k.size(2), q.device)
             if need_weights:
                 context, weights = _explicit_attention(q, k, v, allowed, p)  # (B, h, Q, d)
             else:
                 context = _sdpa_masked(q, k, v, allowed, p)  # (B, h, Q, d)
-        context = context.transpose(1, 2).reshape(batch, num_queries, d_model)  # (B, Q, E)
+        context = context.transpose(1, 2).reshape(batch, num_queries, -1)  # (B, Q, E)
         output = self.out_proj(context)  # (B, Q, E)
         return (output, weights) if need_weights else output
 

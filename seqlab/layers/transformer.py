@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from seqlab.layers.attention import KeyMask, MultiHeadAttention
+from seqlab.layers.linear import PackedLinear
 
 KV = tuple[Tensor, Tensor]  # per-head keys and values, each (B, h, S or t, d)
 
@@ -63,10 +64,10 @@ class PositionwiseFeedForward(nn.Module):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation {activation!r} is not one of {sorted(ACTIVATIONS)}")
-        self.linear1 = nn.Linear(d_model, d_ff)
+        self.linear1 = PackedLinear(d_model, d_ff)
         self.activation = ACTIVATIONS[activation]()
         self.dropout = nn.Dropout(dropout)
-        self.linear2 = nn.Linear(d_ff, d_model)
+        self.linear2 = PackedLinear(d_ff, d_model)
         for linear in (self.linear1, self.linear2):
             nn.init.xavier_uniform_(linear.weight)
             nn.init.zeros_(linear.bias)
@@ -202,10 +203,10 @@ class TransformerDecoderLayer(_Residual):
         become `group` queries of one cross-attention over their source.
         """
         h = self._pre(x, self.norm1)
-        k_new, v_new = self.self_attn.project_kv(h, h)  # (B, h, 1, d)
+        q, k_new, v_new = self.self_attn.project_qkv(h)  # (B, h, 1, d) each
         k = append_position(self_kv_cache[0], k_new, cache_rows)  # (B, h, t+1, d)
         v = append_position(self_kv_cache[1], v_new, cache_rows)  # (B, h, t+1, d)
-        x = self._post(x, self.self_attn.attend(h, k, v), self.norm1)
+        x = self._post(x, self.self_attn.attend_heads(q, k, v), self.norm1)
         return self._cross_and_ffn(x, memory_kv, memory_mask, group), (k, v)
 
     def _cross_and_ffn(

@@ -24,7 +24,8 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from seqlab.errors import ConfigError
-from seqlab.layers.projection import AdaptiveSoftmax, OutputProjection
+from seqlab.layers.linear import PackedLinear
+from seqlab.layers.projection import AdaptiveSoftmax
 from seqlab.layers.recurrent import Recurrent
 from seqlab.layers.regularization import (
     LockedDropout,
@@ -246,12 +247,12 @@ def _output_layer(
     if cutoffs is not None:
         return AdaptiveSoftmax(hidden, vocab_size, list(cutoffs), div_value=4.0)
     if tied is None:
-        return OutputProjection(hidden, vocab_size)
-    out = OutputProjection(tied.embedding_dim, vocab_size)
+        return PackedLinear(hidden, vocab_size)
+    out = PackedLinear(tied.embedding_dim, vocab_size)
     out.weight = tied.weight
     if hidden == tied.embedding_dim:
         return out
-    return nn.Sequential(nn.Linear(hidden, tied.embedding_dim), out)
+    return nn.Sequential(PackedLinear(hidden, tied.embedding_dim), out)
 
 
 def _validate(config: LMConfig, vocab_size: int) -> None:

@@ -29,7 +29,7 @@ from seqlab.layers.embedding import (
     SinusoidalPositionalEncoding,
     TokenEmbedding,
 )
-from seqlab.layers.projection import OutputProjection
+from seqlab.layers.linear import PackedLinear
 from seqlab.layers.transformer import KV, TransformerDecoderStack, TransformerEncoderStack
 from seqlab.models.interfaces import DecoderState, Encoded, at_rows, select_rows
 from seqlab.models.seq2seq import Seq2Seq
@@ -293,7 +293,7 @@ def build_transformer(
         if config.share_embeddings
         else TokenEmbedding(tgt_vocab_size, d_model, padding_idx=PAD_ID)
     )
-    output = OutputProjection(d_model, tgt_vocab_size, bias=False)
+    output = PackedLinear(d_model, tgt_vocab_size, bias=False)
     if config.tie_output:
         output.weight = tgt_embedding.weight
     else:

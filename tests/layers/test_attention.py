@@ -198,6 +198,24 @@ def test_mha_incremental_single_query_needs_no_causal_mask():
         torch.testing.assert_close(step, full[:, t : t + 1], atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("inference", [False, True])
+def test_mha_project_qkv_then_attend_heads_equals_self_attention(inference):
+    """One fused product in inference (the decoder step), three plain ones with gradients."""
+    ours, _ = copied_pair()
+    ours.train(not inference)
+    x = torch.randn(2, 5, 8)
+    with torch.set_grad_enabled(not inference):
+        q, k, v = ours.project_qkv(x)
+        assert q.shape == k.shape == v.shape == (2, 2, 5, 4)
+        got = ours.attend_heads(q, k, v, causal=True)
+        want = ours(x, x, x, causal=True)
+        k_ref, v_ref = ours.project_kv(x, x)
+    torch.testing.assert_close(k, k_ref)
+    torch.testing.assert_close(v, v_ref)
+    torch.testing.assert_close(got, want)
+    assert (ours.q_proj._stacked is not None) == inference
+
+
 def test_mha_rejects_indivisible_heads():
     with pytest.raises(ValueError, match="divisible"):
         MultiHeadAttention(10, 3)
