@@ -307,6 +307,21 @@ def _advance(beams: _Beams, pool: _Finished, log_probs: Tensor, eos_id: int) -> 
     return _Beams(beams.sources, sel.scores, tokens, sel.tokens.view(-1), state)
 
 
+def _first_step(decoder: Decoder, beams: _Beams, block_eos: int | None):
+    """The first step, on one row per source: before it, the K beams of a source are the same
+    beam (BOS, one live and K - 1 at -inf), so stepping all K rows would compute K equal rows.
+
+    Returns:
+        log-probs (Ba, K, V) (each source's row repeated, a view) and the state of Ba*K rows.
+    """
+    batch, width = beams.scores.shape
+    first = torch.arange(0, batch * width, width, device=beams.last.device)  # (Ba,)
+    log_probs, state = _next_log_probs(
+        decoder, beams.last[first], beams.state.reorder(first), block_eos
+    )  # (Ba, V)
+    return log_probs.unsqueeze(1).expand(-1, width, -1), state.expand(width)
+
+
 def _retire(beams: _Beams, pool: _Finished, at_limit: list[bool]) -> None:
     """Hand the finite alive beams of the sources where `at_limit` to `pool`, unfinished."""
     limited = torch.tensor(at_limit, device=beams.scores.device)  # (Ba,)
@@ -346,9 +361,10 @@ def beam_search(
     """Beam search over B sources × K beams at once (Koehn 2004; fairseq's `SequenceGenerator`).
 
     Each source starts with one live beam (the others at -inf, so step one does not pick K copies
-    of the same token). Every step keeps the 2K best continuations: eos among the first K ends a
-    hypothesis, the K best others continue (`beam.select_step`). Hypotheses are ranked by
-    `score = log_prob / lp(len)` (`beam.length_penalty`, len counting eos).
+    of the same token), and that first step runs the decoder on one row per source. Every step
+    keeps the 2K best continuations: eos among the first K ends a hypothesis, the K best others
+    continue (`beam.select_step`). Hypotheses are ranked by `score = log_prob / lp(len)`
+    (`beam.length_penalty`, len counting eos).
 
     Stopping, per source: when no beam is alive; when it reaches its maximum length (its alive
     beams become unfinished hypotheses); and, with `early_stopping` (the default, fairseq's
@@ -385,9 +401,12 @@ def beam_search(
             if not beams.sources:
                 break
         block = eos_id if t < min_len else None
-        log_probs, state = _next_log_probs(decoder, beams.last, beams.state, block)  # (Ba*K, V)
+        if t == 0:
+            log_probs, state = _first_step(decoder, beams, block)  # (Ba, K, V)
+        else:
+            log_probs, state = _next_log_probs(decoder, beams.last, beams.state, block)
+            log_probs = log_probs.view(*beams.scores.shape, -1)  # (Ba*K, V) -> (Ba, K, V)
         beams = dataclasses.replace(beams, state=state)
-        log_probs = log_probs.view(*beams.scores.shape, -1)  # (Ba, K, V)
         beams = _advance(beams, pool, log_probs, eos_id)
         t += 1
     return [hyps[:nbest] for hyps in pool.hyps]

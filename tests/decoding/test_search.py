@@ -43,11 +43,11 @@ class TableDecoder:
     """A `Decoder` whose next-token log-probs are `table(source id, prefix)` -> (V,).
 
     The source id is read from `encoded.memory[:, 0, 0]`; the prefix excludes BOS. `steps` counts
-    calls to `step`.
+    calls to `step`, `rows` lists the rows of each call.
     """
 
     def __init__(self, table: Callable[[int, tuple[int, ...]], Tensor]):
-        self.table, self.steps = table, 0
+        self.table, self.steps, self.rows = table, 0, []
 
     def init_state(self, encoded: Encoded) -> TableState:
         rows = encoded.batch_size
@@ -55,6 +55,7 @@ class TableDecoder:
 
     def step(self, tokens: Tensor, state: TableState) -> tuple[Tensor, TableState]:
         self.steps += 1
+        self.rows.append(tokens.numel())
         history = torch.cat([state.history, tokens.unsqueeze(1)], dim=1)  # (B, t+1)
         assert bool((history[:, 0] == BOS).all()), "search must feed BOS first"
         rows = [
@@ -125,6 +126,30 @@ def test_beam_finds_the_sequence_greedy_misses(kind):
     expect(hyps, [((B,), 0.4 * 0.9, True), ((A, A), 0.5 * 0.4 * 0.7, True)])
     lp = length_penalty(torch.tensor([2, 3]), 1.0, kind).tolist()  # lengths count eos
     assert [h.score for h in hyps] == pytest.approx([log(0.36) / lp[0], log(0.14) / lp[1]])
+
+
+def test_first_beam_step_runs_one_row_per_source():
+    """Before the first step a source's K beams are one beam: it is stepped once, not K times."""
+    decoder = TableDecoder(script)
+    hyps = beam_search(
+        decoder, fake_encoded([2, 1, 3], [0, 1, 2]), beam_size=3, bos_id=BOS, eos_id=EOS
+    )
+    assert decoder.rows[:2] == [3, 9]
+    assert [h[0].tokens for h in hyps] == [(B,)] * 3  # the script's best, for every source
+    # a source with no room at all leaves before the first step; the other is stepped alone
+    decoder = TableDecoder(script)
+    short, long = beam_search(
+        decoder,
+        fake_encoded([1, 3]),
+        beam_size=2,
+        bos_id=BOS,
+        eos_id=EOS,
+        max_len_a=1.0,
+        max_len_b=-1,
+    )
+    assert decoder.rows[:2] == [1, 2]
+    assert [(h.tokens, h.finished) for h in short] == [((), False)]
+    assert long[0].tokens == (B,)
 
 
 def test_min_len_blocks_eos():
