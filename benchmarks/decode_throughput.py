@@ -9,6 +9,10 @@ batch 1 (sentences one at a time) and batch 64. Sources: Multi30k test2016 sourc
 the recipe's tokenization (synthetic at tiny scale), the same for both. HF generate runs with
 its defaults besides those length settings (KV cache on, `early_stopping` False, no sampling).
 
+seqlab is also timed with its packed linears switched off (`seqlab.layers.linear.packing(False)`,
+every product then `nn.Linear`'s, as in HF's model), which measures what the packing is worth:
+`packing_speedup`.
+
 Denormal floats are flushed to zero while this runs (`torch.set_flush_denormal`), for both. With
 random weights seqlab's tied logits spread widely (std ~16), and `log_softmax` then makes many
 exp() results denormal, which x86 CPUs compute about 4x slower; HF's random Marian (init std 0.02)
@@ -43,11 +47,13 @@ from benchmarks.train_throughput import TINY
 from seqlab.config import load_recipe
 from seqlab.data.batch import collate
 from seqlab.decoding.search import beam_search, greedy_search
+from seqlab.layers.linear import packing
 from seqlab.models.transformer import build_transformer
 
 RECIPE = "multi30k-transformer"
 BOS, EOS = 2, 3  # seqlab's fixed special ids, given to the Marian config as well
 MODES = (("greedy", 1, 1), ("greedy", 1, 64), ("beam", 5, 1), ("beam", 5, 64))
+UNPACKED = "seqlab, nn.Linear"  # the same search with `PackedLinear`'s packing switched off
 
 
 def _config(scale: Scale):
@@ -66,10 +72,12 @@ def _groups(sources: list[list[int]], batch: int, count: int) -> list:
     return groups
 
 
-def _seqlab(model: nn.Module, groups: list, beam: int, steps: int) -> Callable[[], None]:
+def _seqlab(
+    model: nn.Module, groups: list, beam: int, steps: int, packed: bool = True
+) -> Callable[[], None]:
     def run() -> None:
         for src, mask in groups:
-            with torch.inference_mode():
+            with torch.inference_mode(), packing(packed):
                 encoded = model.encode(src, mask)
                 search = dict(bos_id=BOS, eos_id=EOS, max_len_b=steps, min_len=steps)
                 if beam == 1:
@@ -141,7 +149,10 @@ def _run(chosen: Scale, threads: int, flushed: bool) -> dict:
     for mode, beam, batch in MODES:
         count = chosen.decode_sentences if batch == 1 else chosen.decode_batches
         groups = _groups(sources, batch, count)
-        cases = {"seqlab": _seqlab(ours, groups, beam, steps)}
+        cases = {
+            "seqlab": _seqlab(ours, groups, beam, steps),
+            UNPACKED: _seqlab(ours, groups, beam, steps, packed=False),
+        }
         if theirs is not None:
             cases["hf generate"] = _hf(theirs, groups, beam, steps)
         timings = interleaved(cases, chosen.repeats, f"{mode} {beam} x batch {batch}")
@@ -155,6 +166,7 @@ def _run(chosen: Scale, threads: int, flushed: bool) -> dict:
                 "sentences_per_s": rate(sentences, seconds),
                 "tokens_per_s": rate(sentences * steps, seconds),
             }
+        entry["packing_speedup"] = paired_ratio(times["seqlab"], times[UNPACKED])
         if theirs is not None:
             entry["seqlab_speedup"] = paired_ratio(times["seqlab"], times["hf generate"])
         result["modes"].append(entry)
@@ -170,12 +182,17 @@ def markdown(result: dict) -> str:
     ]
     for e in result["modes"]:
         search = "greedy" if e["beam"] == 1 else f"beam {e['beam']}"
-        for case in ("seqlab", "hf generate"):
+        speedups = {
+            "seqlab": 1.0,
+            UNPACKED: e["packing_speedup"],
+            "hf generate": e.get("seqlab_speedup"),
+        }
+        for case, speedup in speedups.items():
             if case not in e:
                 continue
             c = e[case]
             times = ", ".join(f"{t:.2f}" for t in c["times_s"])
-            speedup = "1.00x" if case == "seqlab" else f"{e['seqlab_speedup']:.2f}x"
+            speedup = f"{speedup:.2f}x"
             rows.append(
                 f"| {search} | {e['batch']} | {case} | {c['sentences_per_s']:,.1f} | "
                 f"{c['tokens_per_s']:,.0f} | {times} | {speedup} |"
