@@ -155,7 +155,7 @@ def _run(chosen: Scale, threads: int, flushed: bool) -> dict:
         }
         if theirs is not None:
             cases["hf generate"] = _hf(theirs, groups, beam, steps)
-        timings = interleaved(cases, chosen.repeats, f"{mode} {beam} x batch {batch}")
+        timings = interleaved(cases, chosen.decode_repeats, f"{mode} {beam} x batch {batch}")
         times = timings.times
         sentences = batch * len(groups)
         entry = {"mode": mode, "beam": beam, "batch": batch, "sentences": sentences}

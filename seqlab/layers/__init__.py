@@ -1,4 +1,5 @@
-"""Reusable building blocks: attention, recurrent cells and layers, embeddings, Transformer layers.
+"""Reusable building blocks: attention, recurrent cells and layers, embeddings, Transformer layers,
+and the packed linear layer they are built from.
 
 Layers take plain numbers and sub-modules (never a recipe config), so they can be imported into
 other projects on their own: `from seqlab.layers import MultiHeadAttention`.
@@ -18,6 +19,7 @@ from seqlab.layers.embedding import (
     SinusoidalPositionalEncoding,
     TokenEmbedding,
 )
+from seqlab.layers.linear import PackedLinear, fused_linears, packing
 from seqlab.layers.recurrent import DirectionBridge, Recurrent
 from seqlab.layers.transformer import (
     PositionwiseFeedForward,
@@ -36,6 +38,7 @@ __all__ = [
     "LSTMCell",
     "LearnedPositionalEmbedding",
     "MultiHeadAttention",
+    "PackedLinear",
     "PositionwiseFeedForward",
     "RNNCell",
     "Recurrent",
@@ -46,5 +49,7 @@ __all__ = [
     "TransformerEncoderLayer",
     "TransformerEncoderStack",
     "causal_mask",
+    "fused_linears",
     "masked_softmax",
+    "packing",
 ]
