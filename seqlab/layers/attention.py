@@ -290,7 +290,14 @@ class MultiHeadAttention(nn.Module):
         causal: bool = False,
         need_weights: bool = False,
     ) -> Tensor | tuple[Tensor, Tensor]:
-        """Project keys and values, then `attend`. query (B, Q, E), key/value (B, S, kdim/vdim)."""
+        """Project keys and values, then `attend`. query (B, Q, E), key/value (B, S, kdim/vdim).
+
+        Self-attention (one tensor as query, key and value) projects all three with
+        `project_qkv`: one product in CPU inference, and one packed copy of the weights.
+        """
+        if query is key and key is value:
+            q, k, v = self.project_qkv(query)  # (B, h, Q, d) each
+            return self.attend_heads(q, k, v, key_mask, causal, need_weights)
         k, v = self.project_kv(key, value)
         return self.attend(query, k, v, key_mask, causal, need_weights)
 
@@ -326,7 +333,9 @@ class MultiHeadAttention(nn.Module):
         The same values as `q_proj`, `project_kv`; in CPU inference one product computes all
         three (`fused_linears`), which is what a decoder step does with its one new position.
         """
-        q, k, v = fused_linears((self.q_proj, self.k_proj, self.v_proj), x)  # (B, T, E) each
+        # keys and values first, as `forward` projected them before: in training (three plain
+        # products) the order of the calls changes the last bits of MKL's results
+        k, v, q = fused_linears((self.k_proj, self.v_proj, self.q_proj), x)  # (B, T, E) each
         return self._split_heads(q), self._split_heads(k), self._split_heads(v)
 
     def attend_heads(

@@ -18,8 +18,8 @@ BLAS GEMMs. Either copy is rebuilt whenever the weight changes, is never saved, 
 more copy of the weight while the model is in eval mode; `train()` drops it. `packing(False)`
 switches it off (to compare, or to save that memory).
 
-`fused_linears` runs several layers over one input in one product (a decoder step's
-self-attention queries, keys and values).
+`fused_linears` runs several layers over one input in one product (self-attention's queries,
+keys and values).
 """
 
 from __future__ import annotations
@@ -141,9 +141,10 @@ def fused_linears(layers: tuple[PackedLinear, ...], x: Tensor) -> tuple[Tensor, 
     """Every layer's output for the same input x (..., in): (..., out_i) each.
 
     Where the layers pack (see `PackedLinear`), their weights are stacked and packed once, and
-    the outputs come from one product (views of its columns): a decoder step computes its
-    self-attention queries, keys and values for one position this way, in one product instead
-    of three. Elsewhere each layer runs on its own, exactly as `nn.Linear`. The stacked copy
+    the outputs come from one product (views of its columns): self-attention computes its
+    queries, keys and values this way, in one product instead of three (for a decoder step's one
+    position, three products of 5 rows cost much more than one of three times the width).
+    Elsewhere each layer runs on its own, in order, exactly as `nn.Linear`. The stacked copy
     lives on the first layer and is rebuilt when any of the weights changes.
     """
     weights = [layer._packable_weight(x) for layer in layers]

@@ -199,21 +199,26 @@ def test_mha_incremental_single_query_needs_no_causal_mask():
 
 
 @pytest.mark.parametrize("inference", [False, True])
-def test_mha_project_qkv_then_attend_heads_equals_self_attention(inference):
-    """One fused product in inference (the decoder step), three plain ones with gradients."""
-    ours, _ = copied_pair()
+def test_mha_self_attention_projects_qkv_at_once_and_equals_torch(inference):
+    """One fused product in inference (the encoder, a decoder step), three plain ones with
+    gradients; both equal torch's attention and our path for separate key/value tensors."""
+    ours, ref = copied_pair()
     ours.train(not inference)
     x = torch.randn(2, 5, 8)
+    future = torch.ones(5, 5, dtype=torch.bool).triu(1)  # torch: True = not allowed
     with torch.set_grad_enabled(not inference):
         q, k, v = ours.project_qkv(x)
         assert q.shape == k.shape == v.shape == (2, 2, 5, 4)
-        got = ours.attend_heads(q, k, v, causal=True)
-        want = ours(x, x, x, causal=True)
         k_ref, v_ref = ours.project_kv(x, x)
+        stepped = ours.attend_heads(q, k, v, causal=True)
+        fused = ours(x, x, x, causal=True)  # the same tensor thrice: project_qkv
+        separate = ours(x, x.clone(), x.clone(), causal=True)  # project_kv, then attend
+        want, _ = ref(x, x, x, attn_mask=future, need_weights=False)
+    assert (ours.k_proj._stacked is not None) == inference
     torch.testing.assert_close(k, k_ref)
     torch.testing.assert_close(v, v_ref)
-    torch.testing.assert_close(got, want)
-    assert (ours.q_proj._stacked is not None) == inference
+    for got in (stepped, fused, separate):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
 def test_mha_rejects_indivisible_heads():
