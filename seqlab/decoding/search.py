@@ -229,8 +229,9 @@ class _Beams:
             stopping bookkeeping is per source and Python-side).
         scores: (Ba, K) cumulative log-probs, -inf for empty beams.
         tokens: (Ba*K, t) ids generated so far.
-        last: (Ba*K,) the token to feed next.
-        state: decoder state of the Ba*K rows.
+        last: (Ba*K,) the token to feed next; (Ba,) before the first step, when each source's
+            K beams are still one beam (see `_first_step`).
+        state: decoder state of the rows of `last`.
     """
 
     sources: list[int]
@@ -241,16 +242,20 @@ class _Beams:
 
     def keep(self, active: list[bool]) -> _Beams:
         """Only the sources where `active` (Ba bools) is True."""
-        beams, device = self.scores.size(1), self.scores.device
+        device = self.scores.device
         kept = [i for i, a in enumerate(active) if a]
         rows = torch.tensor(kept, dtype=torch.long, device=device)  # (Ba',)
-        flat = (rows.unsqueeze(1) * beams + torch.arange(beams, device=device)).view(-1)
+
+        def flat(width: int) -> Tensor:  # (Ba' * width,) rows of the kept sources
+            return (rows.unsqueeze(1) * width + torch.arange(width, device=device)).view(-1)
+
+        stepped = flat(self.last.numel() // len(self.sources))  # rows of `last` and `state`
         return _Beams(
             [self.sources[i] for i in kept],
             self.scores[rows],
-            self.tokens[flat],
-            self.last[flat],
-            self.state.reorder(flat),
+            self.tokens[flat(self.scores.size(1))],
+            self.last[stepped],
+            self.state.reorder(stepped),
         )
 
 
@@ -309,16 +314,14 @@ def _advance(beams: _Beams, pool: _Finished, log_probs: Tensor, eos_id: int) -> 
 
 def _first_step(decoder: Decoder, beams: _Beams, block_eos: int | None):
     """The first step, on one row per source: before it, the K beams of a source are the same
-    beam (BOS, one live and K - 1 at -inf), so stepping all K rows would compute K equal rows.
+    beam (BOS, one live and K - 1 at -inf), so stepping K rows would compute K equal rows.
+    The state becomes one per beam after it.
 
     Returns:
         log-probs (Ba, K, V) (each source's row repeated, a view) and the state of Ba*K rows.
     """
-    batch, width = beams.scores.shape
-    first = torch.arange(0, batch * width, width, device=beams.last.device)  # (Ba,)
-    log_probs, state = _next_log_probs(
-        decoder, beams.last[first], beams.state.reorder(first), block_eos
-    )  # (Ba, V)
+    width = beams.scores.size(1)
+    log_probs, state = _next_log_probs(decoder, beams.last, beams.state, block_eos)  # (Ba, V)
     return log_probs.unsqueeze(1).expand(-1, width, -1), state.expand(width)
 
 
@@ -378,15 +381,14 @@ def beam_search(
     _check_beam(beam_size, nbest, length_penalty_kind)
     batch, device = encoded.batch_size, encoded.memory.device
     limits = max_lengths(encoded, max_len_a, max_len_b, max_len)  # (B,)
-    expand = torch.arange(batch, device=device).repeat_interleave(beam_size)  # (B*K,)
     scores = torch.full((batch, beam_size), float("-inf"), device=device)  # (B, K)
     scores[:, 0] = 0.0
     beams = _Beams(
         list(range(batch)),
         scores,
-        expand.new_zeros(batch * beam_size, 0),
-        torch.full_like(expand, bos_id),
-        decoder.init_state(encoded).expand(beam_size),
+        torch.zeros(batch * beam_size, 0, dtype=torch.long, device=device),
+        torch.full((batch,), bos_id, dtype=torch.long, device=device),  # one row per source
+        decoder.init_state(encoded),
     )
     pool = _Finished(batch, beam_size, length_penalty, length_penalty_kind)
     limits_host = limits.tolist()
