@@ -15,8 +15,8 @@ entries, outside autocast; everywhere else (training, GPU, autocast, other dtype
 the layer is exactly `nn.Linear`. Where a PyTorch build lacks oneDNN's packed linear, a
 contiguous (in, out) transpose of the weight is used instead, the faster layout for few rows in
 BLAS GEMMs. Either copy is rebuilt whenever the weight changes, is never saved, and costs one
-more copy of the weight while the model is in eval mode; `train()` drops it. `packing(False)`
-switches it off (to compare, or to save that memory).
+more copy of the weight while the model is in eval mode; `train()` and every move or cast
+(`.to(...)`) drop it. `packing(False)` switches it off (to compare, or to save that memory).
 
 `fused_linears` runs several layers over one input in one product (self-attention's queries,
 keys and values).
@@ -130,6 +130,13 @@ class PackedLinear(nn.Linear):
         if mode:
             self._packed = self._stacked = None
         return super().train(mode)
+
+    def _apply(self, fn, recurse: bool = True):
+        """Every move or cast (`.to`, `.cuda`, `.half`, ...) drops the packed copies: they are
+        keyed to the old weight and would never be used again, only kept in memory (a model
+        moved to a GPU after CPU inference would keep a CPU copy of every weight)."""
+        self._packed = self._stacked = None
+        return super()._apply(fn, recurse)
 
 
 def _bias_or_zeros(layer: PackedLinear) -> Tensor:

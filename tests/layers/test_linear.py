@@ -203,3 +203,20 @@ def test_fused_linears_run_each_layer_when_not_packing(path):
     with torch.no_grad():
         fused_linears(layers, x)
     assert layers[0]._stacked is None  # one layer in training mode: no packing
+
+
+def test_moves_and_casts_drop_the_packed_copies(path):
+    """A model moved or cast after CPU inference must not keep copies of its old weights."""
+    model = nn.Sequential(PackedLinear(12, 20), PackedLinear(20, 6)).eval()
+    layers = _three(True)
+    x = torch.randn(3, 12)
+    with torch.no_grad():
+        model(x)
+        fused_linears(layers, x)
+    assert all(layer._packed is not None for layer in model) and layers[0]._stacked is not None
+    model.double()  # through the parent: every child's _apply runs
+    nn.ModuleList(layers).to(torch.float64)
+    assert all(layer._packed is None for layer in model) and layers[0]._stacked is None
+    with torch.no_grad():  # float64 runs as nn.Linear
+        x = x.double()
+        torch.testing.assert_close(model(x), reference(model[1], reference(model[0], x)))
