@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -47,10 +46,14 @@ TINY = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def agent_store(world: int) -> torch.distributed.TCPStore:
+    """The rendezvous store, hosted here as torchrun's agent hosts it (the ranks then connect as
+    clients: TORCHELASTIC_USE_AGENT_STORE). It binds port 0 and keeps it, so no other socket can
+    take the port between its choice and the ranks' start, as one could with a port found free
+    and then closed again."""
+    return torch.distributed.TCPStore(
+        "127.0.0.1", 0, world_size=world, is_master=True, wait_for_workers=False
+    )
 
 
 def torchrun(args: list[str], env: dict | None = None, **kwargs) -> subprocess.Popen:
@@ -229,7 +232,7 @@ def _fake_trainer(run_dir: Path, task: FakeTask, dist: DistContext, *overrides) 
 def _worker(rank: int, world: int, port: int, out: Path) -> None:
     os.environ.update(
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-        WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world), LOCAL_RANK=str(rank), TORCHELASTIC_USE_AGENT_STORE="True",
     )  # fmt: skip
     torch.set_num_threads(1)
     linear.MIN_PACKED_SIZE = 0  # as the parent process runs (conftest): one linear path for both
@@ -265,8 +268,9 @@ def test_spawned_ranks(tmp_path):
         one.fit()
     finally:
         torch.set_num_threads(threads)
+    store = agent_store(2)
     context = mp.start_processes(
-        _worker, args=(2, free_port(), tmp_path), nprocs=2, join=False, start_method="spawn"
+        _worker, args=(2, store.port, tmp_path), nprocs=2, join=False, start_method="spawn"
     )
     deadline = time.monotonic() + 240
     while not context.join(timeout=1):
