@@ -268,9 +268,10 @@ def test_spawned_ranks(tmp_path):
         one.fit()
     finally:
         torch.set_num_threads(threads)
-    store = agent_store(2)
+    world = 2
+    store = agent_store(world)
     context = mp.start_processes(
-        _worker, args=(2, store.port, tmp_path), nprocs=2, join=False, start_method="spawn"
+        _worker, args=(world, store.port, tmp_path), nprocs=world, join=False, start_method="spawn"
     )
     deadline = time.monotonic() + 240
     while not context.join(timeout=1):
