@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import numpy as np
+import pyarrow.compute as pc
 
 from seqlab.data.tokenize import Tokenizer, tokenizer_from_config
 from seqlab.data.vocab import Vocab
@@ -99,6 +101,20 @@ def encode_dataset(
             num_proc=num_proc if num_proc > 1 else None,
             new_fingerprint=fp,
         )
+
+
+def list_lengths(ds: datasets.Dataset, column: str) -> np.ndarray:
+    """(N,) lengths of list column `column` for the N rows `ds` holds.
+
+    A filtered or selected `Dataset` keeps the whole Arrow table (`ds.data`) plus an indices
+    mapping; reading `ds.data.column(...)` directly would see the rows the filter dropped. The
+    lengths are computed on the memory-mapped column, then taken through that mapping.
+    """
+    lengths = pc.list_value_length(ds.data.column(column))  # (rows of the whole table,)
+    mapping = ds._indices  # the filter/select mapping; None when the table is contiguous
+    if mapping is not None:
+        lengths = lengths.take(mapping.column(0))  # (N,)
+    return lengths.to_numpy().astype(np.int64)
 
 
 @dataclass

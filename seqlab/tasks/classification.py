@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
-import pyarrow.compute as pc
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -29,7 +28,7 @@ from seqlab.checkpoint import load_checkpoint
 from seqlab.config import ClassificationData, Recipe, recipe_from_dict
 from seqlab.data.bert_batch import ClassificationBatch, collate_classification
 from seqlab.data.corpus import cache_dir, fetch_corpus, load_manifest
-from seqlab.data.dataset import fingerprint, text_dataset
+from seqlab.data.dataset import fingerprint, list_lengths, text_dataset
 from seqlab.data.readers import read_split
 from seqlab.data.sentence_pairs import pack_pair
 from seqlab.data.vocab import Side
@@ -52,7 +51,7 @@ class PreparedClassification:
     def summary(self) -> str:
         lines = []
         for name, ds in self.splits.items():
-            tokens = int(pc.sum(pc.list_value_length(ds.data.column("ids"))).as_py() or 0)
+            tokens = int(list_lengths(ds, "ids").sum())
             labels = ", ".join(f"{k}: {v}" for k, v in sorted(_counts(ds["label"]).items()))
             lines.append(f"{name}: {len(ds)} sentences ({labels}), {tokens} tokens")
         origin = "pretrained" if self.weights is not None else "scratch"
@@ -159,7 +158,7 @@ class Sentences(torch.utils.data.Dataset):
         return out
 
     def lengths(self) -> list[int]:
-        lengths = pc.list_value_length(self.table.data.column("ids")).to_numpy() + 2
+        lengths = list_lengths(self.table, "ids") + 2
         return lengths.clip(max=self.max_len).tolist()
 
 

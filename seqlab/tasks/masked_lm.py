@@ -21,7 +21,6 @@ from collections.abc import Iterator
 from functools import partial
 
 import datasets
-import pyarrow.compute as pc
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -29,6 +28,7 @@ from torch.utils.data import DataLoader
 
 from seqlab.config import Recipe
 from seqlab.data.bert_batch import MLMBatch, collate_mlm
+from seqlab.data.dataset import list_lengths
 from seqlab.data.masking import Masker
 from seqlab.distributed import ShardResult
 from seqlab.evaluation.metrics import perplexity
@@ -64,7 +64,7 @@ class PackedPairs(torch.utils.data.Dataset):
 
 def pair_lengths(table: datasets.Dataset) -> list[int]:
     """Packed length of every row (what padding costs)."""
-    return pc.list_value_length(table.data.column("ids")).to_numpy().tolist()
+    return list_lengths(table, "ids").tolist()
 
 
 def mlm_nsp_sums(model: nn.Module, batch: MLMBatch) -> dict[str, Tensor]:

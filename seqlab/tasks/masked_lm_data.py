@@ -23,11 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
-import pyarrow.compute as pc
 
 from seqlab.config import MaskedLMData, Recipe
 from seqlab.data.corpus import cache_dir, fetch_corpus, load_manifest
-from seqlab.data.dataset import fingerprint, text_dataset
+from seqlab.data.dataset import fingerprint, list_lengths, text_dataset
 from seqlab.data.readers import read_split
 from seqlab.data.sentence_pairs import nsp_pairs, packed_pairs, split_paragraph
 from seqlab.data.tokenize import (
@@ -52,7 +51,7 @@ class PreparedMaskedLM:
     def summary(self) -> str:
         lines = []
         for name, ds in self.splits.items():
-            tokens = int(pc.sum(pc.list_value_length(ds.data.column("ids"))).as_py() or 0)
+            tokens = int(list_lengths(ds, "ids").sum())
             is_next = sum(ds["is_next"])
             lines.append(f"{name}: {len(ds)} sentence pairs ({is_next} true next), {tokens} tokens")
         lines.append(f"vocabulary: {len(self.side.vocab)} ({self.side.tokenizer!r})")

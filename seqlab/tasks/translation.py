@@ -12,13 +12,13 @@ from collections.abc import Iterator
 from functools import partial
 
 import datasets
-import pyarrow.compute as pc
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from seqlab.config import Recipe
 from seqlab.data.batch import Batch, collate
+from seqlab.data.dataset import list_lengths
 from seqlab.distributed import ShardResult
 from seqlab.evaluation.bleu import corpus_scores
 from seqlab.evaluation.metrics import perplexity
@@ -49,8 +49,8 @@ class PairTable(torch.utils.data.Dataset):
 
 def pair_lengths(table: datasets.Dataset) -> list[tuple[int, int]]:
     """Padded (source, target) sizes per row: +1 for the EOS / BOS that `collate` adds."""
-    src = pc.list_value_length(table.data.column("src_ids")).to_numpy() + 1
-    tgt = pc.list_value_length(table.data.column("tgt_ids")).to_numpy() + 1
+    src = list_lengths(table, "src_ids") + 1
+    tgt = list_lengths(table, "tgt_ids") + 1
     return list(zip(src.tolist(), tgt.tolist()))
 
 

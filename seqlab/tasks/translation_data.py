@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
-import pyarrow.compute as pc
 
 from seqlab.config import Recipe, TranslationData
 from seqlab.data.corpus import cache_dir, fetch_corpus, load_manifest
@@ -22,6 +21,7 @@ from seqlab.data.dataset import (
     encode_dataset,
     filter_pairs,
     fingerprint,
+    list_lengths,
     text_dataset,
 )
 from seqlab.data.readers import read_split
@@ -62,8 +62,7 @@ class PreparedTranslation:
 
 
 def _token_count(ds: datasets.Dataset, column: str) -> int:
-    lengths = pc.list_value_length(ds.data.column(column))
-    return int(pc.sum(lengths).as_py() or 0)
+    return int(list_lengths(ds, column).sum())
 
 
 def _corpus_rows(corpus: str, folder: str, split: str, src_lang: str, tgt_lang: str):

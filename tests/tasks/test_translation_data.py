@@ -149,3 +149,23 @@ def test_the_training_loss_is_the_masked_loss_of_the_full_logits(tmp_path):
         )
     assert n == batch.num_tokens
     torch.testing.assert_close(got, want)
+
+
+def test_a_length_filter_leaves_lengths_and_batches_of_the_kept_pairs_only(tmp_path):
+    """Regression: lengths came from the unfiltered Arrow table, so the sampler drew indices of
+    dropped rows (IndexError) and the summary counted their tokens."""
+    from seqlab.tasks.translation import pair_lengths
+
+    recipe = load_recipe(
+        REVERSE, ["data.synthetic_size=300", "data.max_len=6", "train.max_tokens=64"]
+    )
+    data = prepare(recipe, cache=tmp_path)
+    train = data.splits["train"]
+    assert data.report.kept < 300
+    expected = [(len(s) + 1, len(t) + 1) for s, t in zip(train["src_ids"], train["tgt_ids"])]
+    assert pair_lengths(train) == expected
+    tokens = sum(len(s) for s in train["src_ids"])
+    assert f"train: {len(train)} pairs, {tokens} source tokens" in data.summary()
+    task = TranslationTask(recipe, data)
+    seen = sum(batch.src.shape[0] for batch in task.batches(epoch=0, skip=0))
+    assert seen == len(train)
