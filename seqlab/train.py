@@ -330,7 +330,36 @@ class Trainer:
         return self.cfg.patience is not None and p.bad_validations >= self.cfg.patience
 
     # -- the loop ------------------------------------------------------------------------------
+    def finished(self) -> bool:
+        """True when the run has reached `max_steps` or `max_epochs`, or early stopping ended it:
+        a resumed finished run must not take another step."""
+        p, cfg = self.progress, self.cfg
+        return (
+            p.step >= cfg.max_steps
+            or (cfg.max_epochs is not None and p.epoch >= cfg.max_epochs)
+            or (cfg.patience is not None and p.bad_validations >= cfg.patience)
+        )
+
+    def validated_at(self, step: int) -> bool:
+        return any(
+            r.get("step") == step and any(k.startswith("valid_") for k in r)
+            for r in self.progress.history
+        )
+
     def fit(self) -> dict:
+        """Train until `finished()`, then make sure the last step was validated (and so
+        checkpointed). A run resumed after it finished trains no further step."""
+        p, cfg = self.progress, self.cfg
+        stopped_early = cfg.patience is not None and p.bad_validations >= cfg.patience
+        if not self.finished():
+            stopped_early = self.train_steps()
+        if p.step > 0 and not self.validated_at(p.step):  # max_epochs ended it, or a stop did
+            stopped_early = self.validate() or stopped_early
+        return {"step": p.step, "best": p.best, "stopped_early": stopped_early}
+
+    def train_steps(self) -> bool:
+        """Optimiser steps until `max_steps`, `max_epochs` or early stopping; returns whether
+        early stopping ended it. Ctrl-C / SIGTERM save a checkpoint and re-raise."""
         p, cfg = self.progress, self.cfg
         self.model.train()
         bar = tqdm(
@@ -370,7 +399,7 @@ class Trainer:
                 )
             raise KeyboardInterrupt from None
         bar.close()
-        return {"step": p.step, "best": p.best, "stopped_early": stopped_early}
+        return stopped_early
 
     def log_window(self, tokens_per_s: float, bar: tqdm) -> None:
         p = self.progress

@@ -59,6 +59,44 @@ def test_existing_run_needs_resume(tmp_path):
         train_translation(recipe, tmp_path / "run")
 
 
+def test_resuming_a_finished_run_trains_no_further_step(tmp_path):
+    recipe = load_recipe(REPO / "recipes" / "reverse.toml", [*TINY, "train.max_steps=4"])
+    run = tmp_path / "run"
+    train_translation(recipe, run)
+    log = (run / "log.jsonl").read_text()
+    best = (run / "best.pt").read_bytes()
+    summary = train_translation(recipe, run, resume=True)  # e.g. after a kill while scoring
+    assert summary["step"] == 4 and "test" in summary
+    assert sorted(p.name for p in run.glob("checkpoint_*.pt")) == ["checkpoint_4.pt"]
+    assert (run / "log.jsonl").read_text() == log
+    assert (run / "best.pt").read_bytes() == best
+
+
+def test_a_run_stopped_before_its_last_validation_only_validates_on_resume(tmp_path):
+    recipe = load_recipe(REPO / "recipes" / "reverse.toml", [*TINY, "train.max_steps=6"])
+    run = tmp_path / "run"
+
+    def interrupt(step: int) -> None:
+        if step == 6:  # after the last step, before its validation
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_translation(recipe, run, on_step=interrupt)
+    summary = train_translation(recipe, run, resume=True)
+    assert summary["step"] == 6 and "test" in summary
+    records = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "valid_loss" in r] == [4, 6]
+    assert max(r["step"] for r in records) == 6
+
+
+def test_max_epochs_ends_with_a_validated_best_checkpoint(tmp_path):
+    overrides = [*TINY, "train.max_steps=1000", "train.max_epochs=1", "train.valid_every=1000"]
+    recipe = load_recipe(REPO / "recipes" / "reverse.toml", overrides)
+    summary = train_translation(recipe, tmp_path / "run")
+    assert 0 < summary["step"] < 1000 and "test" in summary
+    assert (tmp_path / "run" / "best.pt").exists()
+
+
 # -- the loop on a fake task: a linear regression whose batches are plain tensors --------------
 
 
