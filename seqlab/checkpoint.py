@@ -11,6 +11,7 @@ survives restarts); `average_checkpoints` averages weights as fairseq's
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -60,6 +61,9 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         with tmp.open("rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as error:  # torch.save reports a short write as RuntimeError
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(_write_failure(path, error)) from error
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -71,6 +75,31 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
             os.close(dir_fd)
     except OSError:
         pass
+
+
+def _write_failure(path: Path, error: BaseException) -> str:
+    """The message for a file that could not be written: the path, and why in words."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        why = "the disk is full"
+    elif isinstance(error, OSError) and error.errno == errno.EFBIG:
+        why = "the file exceeds the file-size limit"
+    elif isinstance(error, OSError):
+        why = error.strerror or str(error)
+    else:  # torch's writer: "[enforce fail at inline_container.cc:...] unexpected pos ..."
+        why = "the write stopped short (is the disk full, or a file-size limit set?)"
+    return f"{path}: could not be written: {why}; the previous checkpoints are kept"
+
+
+def remove_stale_temp_files(folder: str | Path) -> list[Path]:
+    """Delete the temp files (`.NAME.*.tmp`) that a writer killed mid-save left in `folder`.
+
+    Only for a folder no other process is writing into (a run folder as its run starts).
+    """
+    folder = Path(folder)
+    stale = [p for p in folder.glob(".*.tmp") if p.is_file()] if folder.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def save_checkpoint(payload: dict, path: str | Path) -> None:

@@ -27,7 +27,13 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from seqlab.checkpoint import CheckpointManager, load_checkpoint, rng_state, set_rng_state
+from seqlab.checkpoint import (
+    CheckpointManager,
+    load_checkpoint,
+    remove_stale_temp_files,
+    rng_state,
+    set_rng_state,
+)
 from seqlab.config import Recipe
 from seqlab.curves import plot_curves  # noqa: F401 (seqlab.run imports it from here)
 from seqlab.distributed import (
@@ -158,6 +164,9 @@ class Trainer:
         self.skipped_in_a_row = 0
         self.checkpoints = CheckpointManager(self.run_dir, keep_last=self.cfg.keep_last)
         self.log_path = self.run_dir / "log.jsonl"
+        if self.dist.is_main:  # what a killed run left: half-written files, a log without a run
+            remove_stale_temp_files(self.run_dir)
+            self.log_path.unlink(missing_ok=True)  # `resume` rewrites it from the checkpoint
 
     # -- checkpoints ---------------------------------------------------------------------------
     def payload(self) -> dict:
@@ -198,6 +207,9 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         load_scaler_state(self.scaler, state["scaler"])
         self.progress = Progress(**state["progress"], history=json.loads(state["history"]))
+        if self.dist.is_main:  # the log of the checkpoint's steps: none logged after it twice
+            text = "".join(json.dumps(record) + "\n" for record in self.progress.history)
+            self.log_path.write_text(text, encoding="utf-8")
         ranks_rng, world = state.get("rng_ranks"), state.get("world", 1)
         if self.dist.enabled and ranks_rng is not None and len(ranks_rng) == self.dist.world:
             set_rng_state(ranks_rng[self.dist.rank])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import random
 from pathlib import Path
@@ -15,6 +16,7 @@ from seqlab.checkpoint import (
     CheckpointManager,
     average_checkpoints,
     load_checkpoint,
+    remove_stale_temp_files,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -45,18 +47,34 @@ def test_unsafe_values_are_refused_before_writing(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-def test_failed_save_keeps_the_old_file(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "error, why",
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), "the disk is full"),
+        (OSError(errno.EFBIG, "File too large"), "exceeds the file-size limit"),
+        (RuntimeError("[enforce fail at inline_container.cc:672] unexpected pos 64"), "short"),
+    ],
+)
+def test_failed_save_names_the_path_and_keeps_the_old_file(tmp_path, monkeypatch, error, why):
     save_checkpoint({"step": 1}, tmp_path / "c.pt")
 
     def crash(obj, f):
         Path(f).write_bytes(b"half")
-        raise OSError("disk full")
+        raise error
 
     monkeypatch.setattr(torch, "save", crash)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(CheckpointError, match=rf"c\.pt: could not be written: .*{why}"):
         save_checkpoint({"step": 2}, tmp_path / "c.pt")
     assert load_checkpoint(tmp_path / "c.pt")["step"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+def test_stale_temp_files_are_removed_and_nothing_else(tmp_path):
+    for name in (".checkpoint_4.pt.x1.tmp", ".last.pt.x2.tmp", "checkpoint_2.pt", "keep.tmp"):
+        (tmp_path / name).write_bytes(b"x")
+    removed = remove_stale_temp_files(tmp_path)
+    assert sorted(p.name for p in removed) == [".checkpoint_4.pt.x1.tmp", ".last.pt.x2.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_2.pt", "keep.tmp"]
 
 
 def test_load_errors_name_the_path(tmp_path):

@@ -1,0 +1,57 @@
+"""What a careful user tries: full disks, killed runs, hostile recipe values and flags. Each ends in
+one clear line (exit 2) that names the file, key or flag, and loses nothing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import REPO, TINY_REVERSE, run_cli
+
+RECIPE = REPO / "recipes" / "reverse.toml"
+
+# Run `seqlab train` with a file-size limit: the checkpoint cannot be written whole.
+_LIMITED = """
+import resource, signal, sys
+from seqlab.cli import main
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a short write fails with EFBIG instead
+limit = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_a_checkpoint_that_cannot_be_written_is_one_line_naming_it(tmp_path, capsys, monkeypatch):
+    run = tmp_path / "run"
+    overrides = [*TINY_REVERSE, "train.max_steps=2"]
+    run_cli(["prepare", RECIPE, *overrides], capsys, monkeypatch)  # the data cache, unlimited
+    args = ["train", str(RECIPE), *overrides, "--run-dir", str(run)]
+    done = subprocess.run(
+        [sys.executable, "-c", _LIMITED, "50000", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("seqlab: error: ") and "checkpoint_2.pt: could not be written" in last
+    assert "Traceback" not in done.stderr
+    assert not list(run.glob(".*.tmp"))  # the half-written temp file is gone
+
+
+def test_a_fresh_run_starts_a_new_log_and_clears_stale_temp_files(tmp_path, capsys, monkeypatch):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "log.jsonl").write_text('{"step": 99, "loss": 1.0}\n')  # a run killed before saving
+    (run / ".checkpoint_7.pt.abc.tmp").write_bytes(b"\0" * 1000)  # a save killed midway
+    code, _, err = run_cli(
+        ["train", RECIPE, *TINY_REVERSE, "train.max_steps=2", "--run-dir", run],
+        capsys,
+        monkeypatch,
+    )
+    assert code == 0, err
+    steps = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]
+    assert 99 not in steps and max(steps) == 2
+    assert not list(run.glob(".*.tmp"))
