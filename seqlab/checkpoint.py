@@ -240,7 +240,7 @@ class CheckpointManager:
             raise CheckpointError(f"{self.index_path}: unreadable ({exc})") from exc
 
     def _improves(self, metric: float | None, higher_is_better: bool) -> bool:
-        if metric is None or math.isnan(metric):
+        if metric is None or not math.isfinite(metric):  # never an infinite or NaN "best"
             return False
         best = self._read_index()["best"]
         if best is None:

@@ -251,8 +251,8 @@ class Trainer:
         loss_sum, bad = self.dist.all_reduce_sum([loss_sum, bad])
         if bad and not self.scaler.is_enabled():  # fp16: the scaler skips the step below
             raise TrainingError(
-                f"non-finite loss at step {self.progress.step + 1}; stopped. "
-                f"The last good checkpoint is kept: {self.checkpoints.latest()}"
+                f"non-finite loss at step {self.progress.step + 1}; stopped."
+                + self.kept_checkpoint_note()
             )
         self.scaler.unscale_(self.optimizer)
         self.grad_norm = clip_grad_norm(self.model.parameters(), self.cfg.clip_norm)
@@ -267,6 +267,20 @@ class Trainer:
             self.scheduler.step()
         return loss_sum
 
+    def kept_checkpoint_note(self) -> str:
+        """Which checkpoint to go back to after a divergence: the newest one whose validation
+        score was finite (numbered, else best.pt), or none."""
+        key = f"valid_{self.metric_key}"
+        finite = [r["step"] for r in self.progress.history if math.isfinite(r.get(key, math.nan))]
+        for step in reversed(finite):
+            path = self.run_dir / f"checkpoint_{step}.pt"
+            if path.is_file():
+                return f" The last checkpoint with a finite validation {self.metric_key}: {path}"
+        best = self.checkpoints.best()
+        if best is not None:
+            return f" The best checkpoint (finite validation {self.metric_key}) is kept: {best}"
+        return " No checkpoint with a finite validation score was written."
+
     def note_skipped_step(self) -> None:
         self.progress.skipped_steps += 1
         self.skipped_in_a_row += 1
@@ -274,7 +288,7 @@ class Trainer:
             raise TrainingError(
                 f"fp16: {self.skipped_in_a_row} steps in a row had non-finite gradients "
                 f"(loss scale now {self.scaler.get_scale():.3g}) at step {self.progress.step + 1};"
-                f" stopped. The last good checkpoint is kept: {self.checkpoints.latest()}"
+                " stopped." + self.kept_checkpoint_note()
             )
 
     def groups(self) -> Iterable[tuple[list[Any], int]]:
@@ -327,7 +341,9 @@ class Trainer:
         p = self.progress
         self.log({"step": p.step, **{f"valid_{k}": v for k, v in metrics.items()}})
         value = metrics[self.metric_key]
-        improved = p.best is None or (value > p.best if self.higher_is_better else value < p.best)
+        improved = math.isfinite(value) and (
+            p.best is None or (value > p.best if self.higher_is_better else value < p.best)
+        )
         if improved:
             p.best, p.bad_validations = value, 0
         else:

@@ -190,3 +190,25 @@ def test_early_stopping_with_patience(tmp_path):
     t = trainer(task, tmp_path, "train.valid_every=2", "train.max_steps=50", "train.patience=2")
     summary = t.fit()
     assert summary["stopped_early"] and summary["step"] == 8 and summary["best"] == 0.5
+
+
+def test_a_non_finite_validation_score_is_never_best(tmp_path):
+    task = FakeTask(fake_batches(20), metrics=[float("inf"), 0.5, float("nan"), 0.7])
+    t = trainer(task, tmp_path, "train.valid_every=2", "train.max_steps=8")
+    summary = t.fit()
+    assert summary["best"] == 0.5
+    from seqlab.checkpoint import load_checkpoint
+
+    assert load_checkpoint(tmp_path / "best.pt")["progress"]["step"] == 4
+    assert json.loads((tmp_path / "checkpoints.json").read_text())["best"]["step"] == 4
+
+
+def test_divergence_names_the_last_checkpoint_with_a_finite_validation_score(tmp_path):
+    task = FakeTask(fake_batches(20), nan_at=9, metrics=[0.5, 0.6, 0.7, float("inf")])
+    t = trainer(task, tmp_path, "train.valid_every=2", "train.max_steps=20")
+    with pytest.raises(TrainingError) as stop:
+        t.fit()
+    message = str(stop.value)
+    assert "non-finite loss at step 9" in message
+    assert "last checkpoint with a finite validation loss: " in message
+    assert message.endswith("checkpoint_6.pt")  # step 8's validation was infinite
