@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,14 +194,15 @@ def test_early_stopping_with_patience(tmp_path):
 
 
 def test_a_non_finite_validation_score_is_never_best(tmp_path):
-    task = FakeTask(fake_batches(20), metrics=[float("inf"), 0.5, float("nan"), 0.7])
-    t = trainer(task, tmp_path, "train.valid_every=2", "train.max_steps=8")
-    summary = t.fit()
-    assert summary["best"] == 0.5
+    task = FakeTask(fake_batches(20), metrics=[float("inf"), float("nan"), 0.5, float("-inf")])
+    t = trainer(task, tmp_path, "train.valid_every=2", "train.max_steps=4")
+    assert t.fit()["best"] is None and not (tmp_path / "best.pt").exists()
+    t.cfg = dataclasses.replace(t.cfg, max_steps=8)
+    assert t.fit()["best"] == 0.5
     from seqlab.checkpoint import load_checkpoint
 
-    assert load_checkpoint(tmp_path / "best.pt")["progress"]["step"] == 4
-    assert json.loads((tmp_path / "checkpoints.json").read_text())["best"]["step"] == 4
+    assert load_checkpoint(tmp_path / "best.pt")["progress"]["step"] == 6
+    assert json.loads((tmp_path / "checkpoints.json").read_text())["best"]["step"] == 6
 
 
 def test_divergence_names_the_last_checkpoint_with_a_finite_validation_score(tmp_path):
