@@ -20,6 +20,7 @@ import random
 import re
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -123,8 +124,19 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
             a newer version of seqlab.
     """
     path = Path(path)
+    if isinstance(map_location, str):  # a device the machine lacks is named as such, not as
+        from seqlab.distributed import resolve_device  # an unreadable checkpoint
+
+        map_location = resolve_device(map_location, "device")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: empty file (0 bytes), not a seqlab checkpoint")
+    with path.open("rb") as f:  # torch.save writes a zip archive; anything else is foreign
+        if f.read(4) != b"PK\x03\x04":
+            raise CheckpointError(f"{path}: not a seqlab checkpoint (not a PyTorch zip archive)")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path}: unreadable checkpoint: truncated or corrupt zip archive")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:  # the weights-only unpickler met an object it will not build

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import tomllib
 import types
 import typing
@@ -22,6 +23,20 @@ from typing import Any, Literal
 from seqlab.errors import ConfigError
 
 Precision = Literal["fp32", "bf16", "fp16"]
+
+
+def _check_at_least(config: Any, section: str, low: float, *keys: str) -> None:
+    """Raise ValueError naming `section.key` for each set key below `low` (None is unset)."""
+    for key in keys:
+        value = getattr(config, key)
+        if value is not None and value < low:
+            raise ValueError(f"{section}.{key} = {value} must be at least {low}")
+
+
+def _check_fraction(config: Any, section: str, key: str, *, upper_open: bool = False) -> None:
+    value = getattr(config, key)
+    if not (0.0 <= value < 1.0 if upper_open else 0.0 <= value <= 1.0):
+        raise ValueError(f"{section}.{key} = {value} must be in [0, 1{')' if upper_open else ']'}")
 
 
 @dataclass(frozen=True)
@@ -189,9 +204,17 @@ class TrainConfig:
     def __post_init__(self):
         if self.max_tokens is None and self.batch_size is None:
             raise ValueError("set train.max_tokens, train.batch_size or both")
-        for key in ("max_steps", "accumulate", "valid_every", "log_every", "keep_last"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"train.{key} = {getattr(self, key)} must be at least 1")
+        _check_at_least(self, "train", 1, "max_steps", "accumulate", "valid_every", "log_every")
+        _check_at_least(self, "train", 1, "keep_last", "max_epochs", "max_tokens", "batch_size")
+        _check_at_least(self, "train", 1, "patience", "valid_max_sentences")
+        _check_at_least(self, "train", 0, "warmup_steps", "num_workers")
+        _check_at_least(self, "train", 0.0, "weight_decay", "clip_norm")
+        if not self.lr > 0:
+            raise ValueError(f"train.lr = {self.lr} must be positive")
+        _check_fraction(self, "train", "label_smoothing", upper_open=True)
+        _check_fraction(self, "train", "min_lr_ratio")
+        if not all(0.0 <= beta < 1.0 for beta in self.betas):
+            raise ValueError(f"train.betas = {list(self.betas)}: each must be in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -205,6 +228,10 @@ class DecodeConfig:
     max_len_a: float = 1.5
     max_len_b: int = 10
     batch_size: int = 64
+
+    def __post_init__(self):
+        _check_at_least(self, "decode", 1, "beam_size", "valid_beam_size", "batch_size")
+        _check_at_least(self, "decode", 0, "max_len_a", "max_len_b", "length_penalty")
 
 
 @dataclass(frozen=True)
@@ -278,6 +305,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             return tuple(_coerce(v, a, where) for v, a in zip(value, args))
     elif tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"{where}: {value!r} is not a finite number")
             return float(value)
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):

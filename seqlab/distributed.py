@@ -51,11 +51,33 @@ def _env_int(name: str, default: int) -> int:
         raise ConfigError(f"environment variable {name}={raw!r} is not an integer") from None
 
 
-def resolve_device(name: str) -> torch.device:
-    """`train.device` of a single process: "auto" is CUDA when there is one, else the CPU."""
+def resolve_device(name: str, what: str = "train.device") -> torch.device:
+    """The device `name` names ("auto" is CUDA when there is one, else the CPU).
+
+    Raises:
+        ConfigError: naming `what` (the recipe key or flag), for a name torch does not know or a
+            device this machine does not have (e.g. "cuda" on a CPU-only machine).
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError(
+            f"{what} = {name!r} is not a device (cpu, cuda, cuda:N, mps, auto)"
+        ) from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(
+                f"{what} = {name!r}, but this machine has no CUDA device "
+                f"(torch {torch.__version__}); use 'cpu' or 'auto'"
+            )
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"{what} = {name!r}, but this machine has {count} CUDA device(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"{what} = {name!r}, but MPS is not available on this machine")
+    return device
 
 
 @dataclass(frozen=True)

@@ -86,8 +86,14 @@ def test_load_errors_name_the_path(tmp_path):
     with pytest.raises(CheckpointError, match=r"cut\.pt: unreadable"):
         load_checkpoint(tmp_path / "cut.pt")
     (tmp_path / "text.pt").write_text("hello")
-    with pytest.raises(CheckpointError, match=r"text\.pt: unreadable"):
+    with pytest.raises(CheckpointError, match=r"text\.pt: not a seqlab checkpoint"):
         load_checkpoint(tmp_path / "text.pt")
+    (tmp_path / "random.pt").write_bytes(bytes(random.Random(0).getrandbits(8) for _ in range(999)))
+    with pytest.raises(CheckpointError, match=r"random\.pt: not a seqlab checkpoint"):
+        load_checkpoint(tmp_path / "random.pt")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"empty\.pt: empty file"):
+        load_checkpoint(tmp_path / "empty.pt")
     torch.save({"model": {}}, tmp_path / "foreign.pt")
     with pytest.raises(CheckpointError, match=r"foreign\.pt: not a seqlab checkpoint"):
         load_checkpoint(tmp_path / "foreign.pt")

@@ -4,9 +4,15 @@ one clear line (exit 2) that names the file, key or flag, and loses nothing."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
+import pytest
+import torch
+
+from seqlab.config import load_recipe
+from seqlab.errors import ConfigError
 from tests.conftest import REPO, TINY_REVERSE, run_cli
 
 RECIPE = REPO / "recipes" / "reverse.toml"
@@ -55,3 +61,49 @@ def test_a_fresh_run_starts_a_new_log_and_clears_stale_temp_files(tmp_path, caps
     steps = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]
     assert 99 not in steps and max(steps) == 2
     assert not list(run.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize(
+    "override, named",
+    [
+        ("train.lr=-0.001", "train.lr"),
+        ("train.lr=0", "train.lr"),
+        ("train.weight_decay=-1", "train.weight_decay"),
+        ("train.clip_norm=-1.0", "train.clip_norm"),
+        ("train.warmup_steps=-5", "train.warmup_steps"),
+        ("train.batch_size=0", "train.batch_size"),
+        ("train.max_tokens=0", "train.max_tokens"),
+        ("train.label_smoothing=1.0", "train.label_smoothing"),
+        ("train.label_smoothing=-0.1", "train.label_smoothing"),
+        ("train.max_epochs=0", "train.max_epochs"),
+        ("train.patience=0", "train.patience"),
+        ("train.betas=[0.9, 1.5]", "train.betas"),
+        ("decode.beam_size=0", "decode.beam_size"),
+        ("decode.batch_size=0", "decode.batch_size"),
+        ("decode.max_len_a=-1.0", "decode.max_len_a"),
+        ("train.lr=inf", "train.lr"),
+        ("train.lr=nan", "train.lr"),
+        ("decode.length_penalty=nan", "decode.length_penalty"),
+        ("model.dropout=inf", "model.dropout"),
+    ],
+)
+def test_a_bad_recipe_value_is_refused_when_the_recipe_loads(override, named):
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        load_recipe(RECIPE, [override])
+
+
+def test_a_missing_device_is_named_as_such(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    code, _, err = run_cli(
+        ["train", RECIPE, *TINY_REVERSE, "train.device='cuda'", "--run-dir", tmp_path / "r"],
+        capsys,
+        monkeypatch,
+    )
+    assert code == 2 and "train.device = 'cuda', but this machine has no CUDA device" in err
+    code, _, err = run_cli(
+        ["train", RECIPE, *TINY_REVERSE, "train.device='gpu0'", "--run-dir", tmp_path / "r"],
+        capsys,
+        monkeypatch,
+    )
+    assert code == 2 and "train.device = 'gpu0' is not a device" in err
