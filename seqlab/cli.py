@@ -8,8 +8,41 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
+
+
+def _count(low: int):
+    """An argparse type: an integer of at least `low` (argparse names the flag on error)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse
+
+
+def _number(low: float | None = None):
+    """An argparse type: a finite number, of at least `low` when given."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+        if low is not None and value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse
 
 
 def _corpora_list(args: argparse.Namespace) -> int:
@@ -144,11 +177,12 @@ def _translate(args: argparse.Namespace) -> int:
         )
     if nbest == 1:
         out = [hyps[0].text if hyps else "" for hyps in results]
-    else:  # n-best: "LINE<TAB>RANK<TAB>SCORE<TAB>TEXT", line and rank counted from 1
+    else:  # n-best: "LINE<TAB>RANK<TAB>SCORE<TAB>TEXT", line and rank counted from 1; an empty
+        # input line gets `nbest` empty rows, so every line has the same number of rows
         out = [
-            f"{n}\t{r}\t{h.score:.4f}\t{h.text}"
+            f"{n}\t{r}\t{h.score:.4f}\t{h.text}" if h else f"{n}\t{r}\t0.0000\t"
             for n, hyps in enumerate(results, 1)
-            for r, h in enumerate(hyps, 1)
+            for r, h in enumerate(hyps or [None] * nbest, 1)
         ]
     if plotted is not None:
         _attention_plot(args, translator, lines[plotted], plotted + 1, results[plotted])
@@ -301,7 +335,9 @@ def _add_perplexity(sub) -> None:
         "--split", default="test", choices=("valid", "test"), help="corpus split (default test)"
     )
     perplexity.add_argument(
-        "--batch-size", type=int, help="rows the text is read in (default: data.eval_batch_size)"
+        "--batch-size",
+        type=_count(1),
+        help="rows the text is read in (default: data.eval_batch_size)",
     )
     perplexity.add_argument(
         "--tune-cache",
@@ -311,14 +347,14 @@ def _add_perplexity(sub) -> None:
     )
     perplexity.add_argument(
         "--cache-window",
-        type=int,
+        type=_count(1),
         help="positions the cache keeps (default: the recipe's data.cache_window, else 2000)",
     )
     perplexity.add_argument(
-        "--cache-theta", type=float, help="inverse temperature of the cache's attention (0.3)"
+        "--cache-theta", type=_number(), help="inverse temperature of the cache's attention (0.3)"
     )
     perplexity.add_argument(
-        "--cache-lambda", type=float, help="cache weight: score with these settings untuned"
+        "--cache-lambda", type=_number(0.0), help="cache weight: score with these settings untuned"
     )
     perplexity.add_argument("--device", default="cpu")
     perplexity.set_defaults(func=_perplexity)
@@ -331,23 +367,23 @@ def _add_generate(sub) -> None:
     generate.add_argument("checkpoint")
     generate.add_argument("--prefix", default="", help="text to continue (default: none)")
     generate.add_argument(
-        "--max-len", type=int, default=100, help="tokens to generate at most (default 100)"
+        "--max-len", type=_count(1), default=100, help="tokens to generate at most (default 100)"
     )
     generate.add_argument(
-        "--temperature", type=float, default=1.0, help="sampling temperature; 0 = greedy"
+        "--temperature", type=_number(0.0), default=1.0, help="sampling temperature; 0 = greedy"
     )
-    generate.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest")
+    generate.add_argument("--top-k", type=_count(0), default=0, help="sample among the k likeliest")
     generate.add_argument(
-        "--top-p", type=float, default=1.0, help="sample in the nucleus of mass p"
+        "--top-p", type=_number(), default=1.0, help="sample in the nucleus of mass p"
     )
     generate.add_argument("--seed", type=int, help="random seed (same seed, same samples)")
-    generate.add_argument("--num", type=int, default=1, help="number of samples (default 1)")
+    generate.add_argument("--num", type=_count(1), default=1, help="number of samples (default 1)")
     generate.add_argument("--device", default="cpu")
     generate.set_defaults(func=_generate)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="seqlab", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="seqlab", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     corpora = sub.add_parser("corpora", help="list or fetch the known corpora")
@@ -384,18 +420,18 @@ def build_parser() -> argparse.ArgumentParser:
     translate.add_argument(
         "-o", "--output", help="output file, written atomically (default: stdout)"
     )
-    translate.add_argument("--beam-size", type=int, help="beam size (default: the recipe's)")
+    translate.add_argument("--beam-size", type=_count(1), help="beam size (default: the recipe's)")
     translate.add_argument(
         "--nbest",
-        type=int,
+        type=_count(1),
         default=1,
         help="hypotheses per line; >1 prints LINE<TAB>RANK<TAB>SCORE<TAB>TEXT",
     )
     size = translate.add_mutually_exclusive_group()
-    size.add_argument("--batch-size", type=int, help="sentences per batch")
-    size.add_argument("--max-tokens", type=int, help="source tokens per batch")
+    size.add_argument("--batch-size", type=_count(1), help="sentences per batch")
+    size.add_argument("--max-tokens", type=_count(1), help="source tokens per batch")
     translate.add_argument(
-        "--length-penalty", type=float, help="GNMT alpha (default: the recipe's)"
+        "--length-penalty", type=_number(0.0), help="GNMT alpha (default: the recipe's)"
     )
     translate.add_argument("--device", default="cpu")
     translate.add_argument(
@@ -433,7 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("checkpoint")
     evaluate.add_argument("--src", required=True)
     evaluate.add_argument("--ref", required=True)
-    evaluate.add_argument("--beam-size", type=int)
+    evaluate.add_argument("--beam-size", type=_count(1))
     evaluate.add_argument("--tok-lc", action="store_true", help="also tokenized-lowercased BLEU")
     evaluate.add_argument("--json", help="write all scores to this JSON file")
     evaluate.set_defaults(func=_evaluate)
@@ -442,11 +478,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors become `UsageError`s, printed by `main` as one line like every error."""
+
+    def error(self, message: str):
+        from seqlab.errors import UsageError
+
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def _options_in(words: list[str]) -> bool:
+    return any(word.startswith("-") and word != "-" for word in words)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from seqlab.errors import SeqlabError
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
     try:
+        args, extra = parser.parse_known_args(argv)
+        if extra and getattr(args, "files", None) is not None and not _options_in(extra):
+            args.files += extra  # `perplexity CKPT --device cpu a.txt`: files after options too
+        elif extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        if isinstance(getattr(args, "device", None), str):  # before loading anything onto it
+            from seqlab.distributed import resolve_device
+
+            resolve_device(args.device, "--device")
         return args.func(args)
     except SeqlabError as error:
         print(f"seqlab: error: {error}", file=sys.stderr)

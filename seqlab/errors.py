@@ -26,3 +26,7 @@ class ChecksumError(DataError):
 
 class CheckpointError(SeqlabError):
     """A file is not a readable seqlab checkpoint (foreign, truncated, incompatible version)."""
+
+
+class UsageError(SeqlabError):
+    """A command line the `seqlab` command cannot parse (unknown flag, bad flag value)."""

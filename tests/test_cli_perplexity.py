@@ -69,3 +69,14 @@ def test_bad_requests_are_one_line_errors(words, extra, message, capsys, monkeyp
     code, _, err = perplexity([words, *extra], capsys, monkeypatch, stdin="ok\n\udcff\n")
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("seqlab: error:") and message in err, err
+
+
+def test_options_may_come_before_or_after_the_files(words, capsys, monkeypatch):
+    text = words.parent.parent / "text.txt"
+    _, after, _ = perplexity([words, text, "--batch-size", "2"], capsys, monkeypatch)
+    code, before, err = perplexity([words, "--batch-size", "2", text], capsys, monkeypatch)
+    assert code == 0 and before == after, err
+    code, before, err = perplexity([words, "--batch-size", "2", text, text], capsys, monkeypatch)
+    assert code == 0 and before["text"] == f"{text} {text}", err
+    code, mixed, _ = perplexity([words, text, "--batch-size", "2", text], capsys, monkeypatch)
+    assert code == 0 and mixed == before

@@ -107,3 +107,57 @@ def test_a_missing_device_is_named_as_such(tmp_path, capsys, monkeypatch):
         monkeypatch,
     )
     assert code == 2 and "train.device = 'gpu0' is not a device" in err
+
+
+@pytest.mark.parametrize(
+    "flags, named",
+    [
+        (["--beam-size", "0"], "--beam-size"),
+        (["--beam-size", "-3"], "--beam-size"),
+        (["--nbest", "0"], "--nbest"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--batch-size", "-1"], "--batch-size"),
+        (["--max-tokens", "0"], "--max-tokens"),
+        (["--length-penalty", "nan"], "--length-penalty"),
+    ],
+)
+def test_bad_translate_flags_are_refused_naming_the_flag(
+    reverse_run_dir, flags, named, capsys, monkeypatch
+):
+    code, _, err = run_cli(["translate", reverse_run_dir / "best.pt", *flags], capsys, monkeypatch)
+    assert code == 2 and err.startswith(f"seqlab: error: argument {named}: ")
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1"])
+def test_bad_temperature_is_refused_naming_the_flag(tmp_path, value, capsys, monkeypatch):
+    code, _, err = run_cli(
+        ["generate", tmp_path / "x.pt", "--temperature", value], capsys, monkeypatch
+    )
+    assert code == 2 and err.startswith("seqlab: error: argument --temperature: ")
+
+
+def test_device_missing_and_foreign_files_are_named(reverse_run_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    best = reverse_run_dir / "best.pt"
+    code, _, err = run_cli(["translate", best, "--device", "cuda"], capsys, monkeypatch, "a\n")
+    assert code == 2 and "--device = 'cuda', but this machine has no CUDA device" in err
+    noise = tmp_path / "noise.pt"
+    noise.write_bytes(bytes(range(256)) * 8)
+    code, _, err = run_cli(["translate", noise], capsys, monkeypatch, "a\n")
+    assert code == 2 and "noise.pt: not a seqlab checkpoint" in err
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    code, _, err = run_cli(["translate", empty], capsys, monkeypatch, "a\n")
+    assert code == 2 and "empty.pt: empty file" in err
+
+
+def test_nbest_gives_every_line_k_rows_even_an_empty_one(reverse_run_dir, capsys, monkeypatch):
+    best = reverse_run_dir / "best.pt"
+    code, out, _ = run_cli(["translate", best, "--nbest", "3"], capsys, monkeypatch, "a b\n\nc\n")
+    rows = [line.split("\t") for line in out.splitlines()]
+    assert code == 0 and [(r[0], r[1]) for r in rows] == [
+        (str(n), str(k)) for n in (1, 2, 3) for k in (1, 2, 3)
+    ]
+    assert all(r[3] == "" for r in rows if r[0] == "2")
