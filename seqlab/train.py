@@ -103,6 +103,26 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+# What a resumed run must share with its checkpoint: the task, the model and the data (and so
+# the vocabularies). [train] and [decode] may change (e.g. more steps).
+RESUME_MUST_MATCH = ("task", "model", "data")
+
+
+def recipe_changes(saved: dict, current: dict) -> list[str]:
+    """'section.key: saved -> current' for each key of `RESUME_MUST_MATCH` that differs."""
+    changes = []
+    for section in RESUME_MUST_MATCH:
+        old, new = saved.get(section), current.get(section)
+        if not isinstance(old, dict) or not isinstance(new, dict):
+            if old != new:
+                changes.append(f"{section}: {old!r} -> {new!r}")
+            continue
+        for key in sorted(set(old) & set(new)):  # a key only one seqlab version knows: skip
+            if old[key] != new[key]:
+                changes.append(f"{section}.{key}: {old[key]!r} -> {new[key]!r}")
+    return changes
+
+
 def validate(task: Task, model: nn.Module, dist: DistContext | None = None) -> dict[str, float]:
     """`task`'s validation metrics for `model`: each rank evaluates its shard, the results are
     combined, and every rank gets the same metrics. One process (the default) evaluates it all."""
@@ -202,6 +222,14 @@ class Trainer:
         if path is None:
             raise TrainingError(f"--resume: no checkpoint in {self.run_dir}")
         state = load_checkpoint(path, map_location=self.device)
+        changed = recipe_changes(state.get("recipe", {}), self.recipe.to_dict())
+        if changed:
+            raise TrainingError(
+                f"--resume: the recipe's model or data differ from {path}'s: "
+                + "; ".join(changed)
+                + ". Resume with the run's own recipe (recipe.json in the run folder), "
+                "or start a new run with --run-dir"
+            )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

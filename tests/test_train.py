@@ -214,3 +214,18 @@ def test_divergence_names_the_last_checkpoint_with_a_finite_validation_score(tmp
     assert "non-finite loss at step 9" in message
     assert "last checkpoint with a finite validation loss: " in message
     assert message.endswith("checkpoint_6.pt")  # step 8's validation was infinite
+
+
+def test_resuming_with_a_changed_model_or_data_names_the_keys(tmp_path):
+    recipe = load_recipe(REPO / "recipes" / "reverse.toml", [*TINY, "train.max_steps=2"])
+    train_translation(recipe, tmp_path / "run")
+    changed = load_recipe(
+        REPO / "recipes" / "reverse.toml",
+        [*TINY, "train.max_steps=4", "model.hidden_size=32", "data.min_freq=2"],
+    )
+    with pytest.raises(TrainingError) as error:
+        train_translation(changed, tmp_path / "run", resume=True)
+    message = str(error.value)
+    assert "model.hidden_size: 16 -> 32" in message and "data.min_freq: 1 -> 2" in message
+    longer = load_recipe(REPO / "recipes" / "reverse.toml", [*TINY, "train.max_steps=4"])
+    assert train_translation(longer, tmp_path / "run", resume=True)["step"] == 4
