@@ -362,7 +362,7 @@ TRAINING_STATE = (
     "rng_ranks",
     "progress",
     "history",
-    "lm_carry",
+    "task_state",
 )
 
 

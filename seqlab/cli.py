@@ -65,10 +65,10 @@ def _corpora_fetch(args: argparse.Namespace) -> int:
 
 def _prepare(args: argparse.Namespace) -> int:
     from seqlab.config import load_recipe
-    from seqlab.tasks import prepare_task
+    from seqlab.tasks import get_task
 
     recipe = load_recipe(args.recipe, args.overrides)
-    prepared = prepare_task(recipe)
+    prepared = get_task(recipe.task).prepare(recipe)
     print(f"recipe: {recipe.name} ({recipe.task}, corpus {recipe.data.corpus})")
     print(prepared.summary())
     return 0
@@ -232,7 +232,7 @@ def _average(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from seqlab.run import evaluate_translation
+    from seqlab.tasks.translation import evaluate_translation
 
     scores = evaluate_translation(
         Path(args.checkpoint),

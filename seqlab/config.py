@@ -192,7 +192,7 @@ class TrainConfig:
     log_every: int = 50
     keep_last: int = 3
     patience: int | None = None  # validations without improvement before stopping
-    metric: Literal["bleu", "loss"] = "bleu"
+    metric: str | None = None  # validation metric selecting best.pt (default: the task's first)
     valid_max_sentences: int | None = None  # cap on sentences decoded for validation BLEU
     device: str = "auto"
     precision: Precision = "fp32"  # bf16: autocast; fp16: autocast and a gradient scaler
@@ -264,14 +264,6 @@ class Recipe:
             "train": dataclasses.asdict(self.train),
             "decode": dataclasses.asdict(self.decode),
         }
-
-
-DATA_CONFIGS: dict[str, type] = {
-    "translation": TranslationData,
-    "masked_lm": MaskedLMData,
-    "classification": ClassificationData,
-    "language_model": LanguageModelData,
-}
 
 
 def _type_name(tp: Any) -> str:
@@ -375,9 +367,10 @@ def recipe_from_dict(raw: dict, source: str = "<recipe>") -> Recipe:
             close = difflib.get_close_matches(key, TOP_KEYS, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise ConfigError(f"{source}: unknown top-level key '{key}'{hint}")
+    from seqlab.tasks import get_task  # a recipe names its task; the task says how to read [data]
+
     task = _coerce(raw.get("task", "translation"), str, f"{source}: key 'task'")
-    if task not in DATA_CONFIGS:
-        raise ConfigError(f"{source}: unknown task '{task}'; known: {', '.join(DATA_CONFIGS)}")
+    data_config = get_task(task, source).data_config
     model_raw = dict(raw.get("model", {}))
     kind = model_raw.pop("kind", None)
     if kind not in MODELS:
@@ -389,7 +382,7 @@ def recipe_from_dict(raw: dict, source: str = "<recipe>") -> Recipe:
         name=_coerce(raw.get("name", Path(source).stem), str, f"{source}: key 'name'"),
         task=task,
         seed=_coerce(raw.get("seed", 1), int, f"{source}: key 'seed'"),
-        data=build_dataclass(DATA_CONFIGS[task], raw.get("data", {}), "data", source),
+        data=build_dataclass(data_config, raw.get("data", {}), "data", source),
         model=ModelSpec(kind, build_dataclass(model_cls, model_raw, "model", source)),
         train=build_dataclass(TrainConfig, raw.get("train", {}), "train", source),
         decode=build_dataclass(DecodeConfig, raw.get("decode", {}), "decode", source),
@@ -406,4 +399,9 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from error
-    return recipe_from_dict(apply_overrides(raw, overrides or []), str(path))
+    raw = apply_overrides(raw, overrides or [])
+    recipe = recipe_from_dict(raw, str(path))
+    from seqlab.tasks import get_task
+
+    get_task(recipe.task).check_keys(raw, str(path))  # keys and metric this task does not use
+    return recipe

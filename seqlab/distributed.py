@@ -137,17 +137,13 @@ class DistContext:
             ConfigError: under torchrun, for a device with an explicit index ("cuda:1"), since
                 every rank would then use the same GPU; or CUDA asked for but absent.
         """
-        if not self.enabled:
-            return resolve_device(name)
+        if self.enabled and name.startswith("cuda:"):
+            raise ConfigError(
+                f"train.device = {name!r}: under torchrun each rank takes GPU LOCAL_RANK; "
+                "set train.device = 'cuda' or 'auto'"
+            )
         device = resolve_device(name)
-        if device.type == "cuda":
-            if device.index is not None:
-                raise ConfigError(
-                    f"train.device = {name!r}: under torchrun each rank takes GPU LOCAL_RANK; "
-                    "set train.device = 'cuda' or 'auto'"
-                )
-            if not torch.cuda.is_available():
-                raise ConfigError(f"train.device = {name!r} but CUDA is not available")
+        if self.enabled and device.type == "cuda":
             return torch.device("cuda", self.local_rank)
         return device
 

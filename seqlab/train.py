@@ -1,8 +1,8 @@
 """The one training loop, shared by every task.
 
 A task (translation, language modelling, masked LM, classification) supplies the model, its
-batches, its loss and its validation through the small `Task` protocol below; this loop owns
-everything else: optimiser and schedule, gradient accumulation and clipping, mixed precision,
+batches, its loss and its validation through the small `TrainingTask` interface below; this loop
+owns everything else: optimiser and schedule, gradient accumulation and clipping, mixed precision,
 logging (tqdm on stderr, JSONL in the run folder), validation, best/last checkpoints, early
 stopping, exact resumption, Ctrl-C and non-finite losses. A checkpoint written here holds the
 resolved recipe, the task's vocabularies and tokenizers, the weights, optimiser/scheduler/RNG
@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -35,7 +35,6 @@ from seqlab.checkpoint import (
     set_rng_state,
 )
 from seqlab.config import Recipe
-from seqlab.curves import plot_curves  # noqa: F401 (seqlab.run imports it from here)
 from seqlab.distributed import (
     DistContext,
     ShardResult,
@@ -55,32 +54,46 @@ class TrainingError(SeqlabError):
     """Training cannot go on (a non-finite loss, a resume that does not match)."""
 
 
-class Task(Protocol):
-    """What the loop needs from a task. Batches have `.to(device)` and `.num_tokens`."""
+class TrainingTask:
+    """What the training loop (`seqlab.train.Trainer`) drives: a model, its batches, its loss,
+    its validation, and what a checkpoint must carry besides the weights. Batches have
+    `.to(device)` and `.num_tokens`.
+
+    Subclasses implement the first five methods; `state_dict` / `load_state_dict` are for a task
+    that keeps state between steps (a language model's carried hidden state), so that
+    `train --resume` continues exactly.
+    """
 
     model: nn.Module
 
     def batches(self, epoch: int, skip: int) -> Iterable[Any]:
         """The training batches of `epoch` for this rank, without the first `skip`."""
-        ...
+        raise NotImplementedError
 
     def loss(self, model: nn.Module, batch: Any) -> tuple[Tensor, int]:
-        """(summed loss over the batch's tokens, number of tokens) for training."""
-        ...
+        """(loss summed over the batch's tokens, number of tokens): the loop divides by the
+        tokens of the whole step."""
+        raise NotImplementedError
 
     def validation_part(self, model: nn.Module, rank: int, world: int) -> ShardResult:
-        """Shard `rank` of `world` of the validation set, evaluated (model in eval mode, no grad).
-        Its `sums` keys must not depend on the shard."""
-        ...
+        """Shard `rank` of `world` of the validation set, evaluated (the model is in eval mode
+        and gradients are off). Its `sums` keys must not depend on the shard."""
+        raise NotImplementedError
 
     def validation_metrics(self, whole: ShardResult) -> dict[str, float]:
-        """Metrics from every shard's results merged; must contain the key named by
-        `metric_key`."""
-        ...
+        """Metrics of every shard's results merged; holds the spec's selection metric."""
+        raise NotImplementedError
 
     def checkpoint_extras(self) -> dict:
-        """What inference needs besides weights (vocabularies, tokenizers)."""
-        ...
+        """What using the model needs besides its weights (tokenizers and vocabularies)."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        """State kept between training steps, saved in every checkpoint (default: none)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Take back what `state_dict` returned (called by `train --resume`)."""
 
 
 @dataclass
@@ -123,7 +136,9 @@ def recipe_changes(saved: dict, current: dict) -> list[str]:
     return changes
 
 
-def validate(task: Task, model: nn.Module, dist: DistContext | None = None) -> dict[str, float]:
+def validate(
+    task: TrainingTask, model: nn.Module, dist: DistContext | None = None
+) -> dict[str, float]:
     """`task`'s validation metrics for `model`: each rank evaluates its shard, the results are
     combined, and every rank gets the same metrics. One process (the default) evaluates it all."""
     dist = dist or DistContext()
@@ -146,7 +161,7 @@ class Trainer:
 
     def __init__(
         self,
-        task: Task,
+        task: TrainingTask,
         recipe: Recipe,
         run_dir: Path,
         *,
@@ -201,6 +216,7 @@ class Trainer:
             "world": self.dist.world,  # ranks that shared out the data position below
             "progress": {k: v for k, v in vars(p).items() if k != "history"},
             "history": json.dumps(p.history),
+            "task_state": self.task.state_dict(),
             **self.task.checkpoint_extras(),
         }
 
@@ -235,6 +251,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         load_scaler_state(self.scaler, state["scaler"])
         self.progress = Progress(**state["progress"], history=json.loads(state["history"]))
+        self.task.load_state_dict(state.get("task_state") or {})
         if self.dist.is_main:  # the log of the checkpoint's steps: none logged after it twice
             text = "".join(json.dumps(record) + "\n" for record in self.progress.history)
             self.log_path.write_text(text, encoding="utf-8")

@@ -75,10 +75,10 @@ TINY_REVERSE = [
 @pytest.fixture(scope="session")
 def reverse_run_dir(tmp_path_factory) -> Path:
     from seqlab.config import load_recipe
-    from seqlab.run import train_translation
+    from seqlab.run import train_recipe
 
     run_dir = tmp_path_factory.mktemp("tiny") / "reverse"
-    train_translation(load_recipe(REPO / "recipes" / "reverse.toml", TINY_REVERSE), run_dir)
+    train_recipe(load_recipe(REPO / "recipes" / "reverse.toml", TINY_REVERSE), run_dir)
     return run_dir
 
 

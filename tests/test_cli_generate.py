@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from seqlab.config import recipe_from_dict
-from seqlab.run import train_language_model
+from seqlab.run import train_recipe
 from tests.conftest import run_cli
 
 TEXT = "the cat sat on the mat .\nthe dog sat on the log .\n\nthe cat saw the dog .\n"
@@ -38,7 +38,7 @@ def _train(tmp_path_factory, name: str, data: dict):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        train_language_model(recipe, folder / "run")
+        train_recipe(recipe, folder / "run")
     finally:
         torch.set_num_threads(threads)
     return folder / "run" / "best.pt"

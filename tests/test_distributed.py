@@ -27,7 +27,7 @@ from seqlab.config import load_recipe
 from seqlab.distributed import DistContext, ShardResult, env_context, session
 from seqlab.errors import ConfigError
 from seqlab.layers import linear
-from seqlab.run import train_translation
+from seqlab.run import train_recipe
 from seqlab.train import Trainer
 from tests.test_train import FakeTask, fake_batches
 
@@ -110,7 +110,7 @@ def assert_same_params(a: dict, b: dict) -> None:
 
 def one_process(tmp_path: Path, overrides: list[str]) -> Path:
     run_dir = tmp_path / "one"
-    train_translation(load_recipe(REPO / "recipes" / "reverse.toml", overrides), run_dir)
+    train_recipe(load_recipe(REPO / "recipes" / "reverse.toml", overrides), run_dir)
     return run_dir
 
 
@@ -204,7 +204,7 @@ def _cmdline(pid: str) -> str:
 
 
 def _reverse_trainer(run_dir: Path, dist: DistContext, overrides: list[str]) -> Trainer:
-    """What `train_translation` runs, without the test-set scoring that follows training."""
+    """What `train_recipe` runs, without the test-set scoring that follows training."""
     from seqlab.tasks.translation import TranslationTask
     from seqlab.tasks.translation_data import prepare
     from seqlab.train import seed_everything

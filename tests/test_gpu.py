@@ -13,7 +13,7 @@ from seqlab.config import load_recipe
 from seqlab.decoding.search import beam_search
 from seqlab.layers.attention import MultiHeadAttention
 from seqlab.models.transformer import TransformerConfig, build_transformer
-from seqlab.run import train_translation
+from seqlab.run import train_recipe
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -106,5 +106,5 @@ def test_a_recipe_trains_on_the_gpu_in_bf16_compiled_with_fused_adamw(tmp_path):
          "train.device='cuda'", "train.precision='bf16'", "train.compile=true",
          "train.fused_adamw=true"],
     )  # fmt: skip
-    summary = train_translation(recipe, tmp_path / "run")
+    summary = train_recipe(recipe, tmp_path / "run")
     assert summary["step"] == 30 and (tmp_path / "run" / "best.pt").exists()

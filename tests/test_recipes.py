@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from seqlab.config import load_recipe
-from seqlab.run import train_recipe, train_translation
+from seqlab.run import train_recipe
 
 RECIPES = sorted(Path(__file__).resolve().parents[1].joinpath("recipes").glob("*.toml"))
 TINY = [
@@ -78,7 +78,7 @@ def test_bert_recipe_runs_a_few_steps(path, tmp_path, request):
 @pytest.mark.parametrize("path", TRANSLATION_RECIPES, ids=lambda p: p.stem)
 def test_recipe_runs_a_few_steps(path, tmp_path):
     recipe = load_recipe(path, TINY)
-    summary = train_translation(recipe, tmp_path / recipe.name)
+    summary = train_recipe(recipe, tmp_path / recipe.name)
     assert summary["step"] == 3
     assert (tmp_path / recipe.name / "best.pt").exists()
     assert 0.0 <= summary["test"]["bleu"]["score"] <= 100.0

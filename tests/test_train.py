@@ -13,8 +13,8 @@ from torch import nn
 
 from seqlab.config import load_recipe
 from seqlab.distributed import ShardResult
-from seqlab.run import train_translation
-from seqlab.train import Trainer, TrainingError
+from seqlab.run import train_recipe
+from seqlab.train import Trainer, TrainingError, TrainingTask
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = [
@@ -37,16 +37,16 @@ def losses(run_dir: Path) -> dict[int, float]:
 
 def test_resume_after_interrupt_logs_the_same_losses(tmp_path):
     recipe = load_recipe(REPO / "recipes" / "reverse.toml", [*TINY, "train.max_steps=10"])
-    train_translation(recipe, tmp_path / "straight")
+    train_recipe(recipe, tmp_path / "straight")
 
     def interrupt(step: int) -> None:
         if step == 6:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_translation(recipe, tmp_path / "resumed", on_step=interrupt)
+        train_recipe(recipe, tmp_path / "resumed", on_step=interrupt)
     assert (tmp_path / "resumed" / "last.pt").exists()
-    train_translation(recipe, tmp_path / "resumed", resume=True)
+    train_recipe(recipe, tmp_path / "resumed", resume=True)
     straight, resumed = losses(tmp_path / "straight"), losses(tmp_path / "resumed")
     assert sorted(straight) == list(range(1, 11))
     assert resumed == straight  # exactly, step by step, across the interruption
@@ -54,19 +54,19 @@ def test_resume_after_interrupt_logs_the_same_losses(tmp_path):
 
 def test_existing_run_needs_resume(tmp_path):
     recipe = load_recipe(REPO / "recipes" / "reverse.toml", [*TINY, "train.max_steps=2"])
-    summary = train_translation(recipe, tmp_path / "run")
+    summary = train_recipe(recipe, tmp_path / "run")
     assert (tmp_path / "run" / "best.pt").exists() and "test" in summary
     with pytest.raises(TrainingError, match="--resume"):
-        train_translation(recipe, tmp_path / "run")
+        train_recipe(recipe, tmp_path / "run")
 
 
 def test_resuming_a_finished_run_trains_no_further_step(tmp_path):
     recipe = load_recipe(REPO / "recipes" / "reverse.toml", [*TINY, "train.max_steps=4"])
     run = tmp_path / "run"
-    train_translation(recipe, run)
+    train_recipe(recipe, run)
     log = (run / "log.jsonl").read_text()
     best = (run / "best.pt").read_bytes()
-    summary = train_translation(recipe, run, resume=True)  # e.g. after a kill while scoring
+    summary = train_recipe(recipe, run, resume=True)  # e.g. after a kill while scoring
     assert summary["step"] == 4 and "test" in summary
     assert sorted(p.name for p in run.glob("checkpoint_*.pt")) == ["checkpoint_4.pt"]
     assert (run / "log.jsonl").read_text() == log
@@ -82,8 +82,8 @@ def test_a_run_stopped_before_its_last_validation_only_validates_on_resume(tmp_p
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_translation(recipe, run, on_step=interrupt)
-    summary = train_translation(recipe, run, resume=True)
+        train_recipe(recipe, run, on_step=interrupt)
+    summary = train_recipe(recipe, run, resume=True)
     assert summary["step"] == 6 and "test" in summary
     records = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "valid_loss" in r] == [4, 6]
@@ -93,7 +93,7 @@ def test_a_run_stopped_before_its_last_validation_only_validates_on_resume(tmp_p
 def test_max_epochs_ends_with_a_validated_best_checkpoint(tmp_path):
     overrides = [*TINY, "train.max_steps=1000", "train.max_epochs=1", "train.valid_every=1000"]
     recipe = load_recipe(REPO / "recipes" / "reverse.toml", overrides)
-    summary = train_translation(recipe, tmp_path / "run")
+    summary = train_recipe(recipe, tmp_path / "run")
     assert 0 < summary["step"] < 1000 and "test" in summary
     assert (tmp_path / "run" / "best.pt").exists()
 
@@ -114,7 +114,7 @@ class FakeBatch:
         return self
 
 
-class FakeTask:
+class FakeTask(TrainingTask):
     def __init__(self, batches: list[FakeBatch], nan_at: int | None = None, metrics=None):
         torch.manual_seed(0)
         self.model = nn.Linear(4, 1)
@@ -218,14 +218,14 @@ def test_divergence_names_the_last_checkpoint_with_a_finite_validation_score(tmp
 
 def test_resuming_with_a_changed_model_or_data_names_the_keys(tmp_path):
     recipe = load_recipe(REPO / "recipes" / "reverse.toml", [*TINY, "train.max_steps=2"])
-    train_translation(recipe, tmp_path / "run")
+    train_recipe(recipe, tmp_path / "run")
     changed = load_recipe(
         REPO / "recipes" / "reverse.toml",
         [*TINY, "train.max_steps=4", "model.hidden_size=32", "data.min_freq=2"],
     )
     with pytest.raises(TrainingError) as error:
-        train_translation(changed, tmp_path / "run", resume=True)
+        train_recipe(changed, tmp_path / "run", resume=True)
     message = str(error.value)
     assert "model.hidden_size: 16 -> 32" in message and "data.min_freq: 1 -> 2" in message
     longer = load_recipe(REPO / "recipes" / "reverse.toml", [*TINY, "train.max_steps=4"])
-    assert train_translation(longer, tmp_path / "run", resume=True)["step"] == 4
+    assert train_recipe(longer, tmp_path / "run", resume=True)["step"] == 4

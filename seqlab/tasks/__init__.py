@@ -1,27 +1,66 @@
-"""Tasks: what each kind of recipe prepares, how its loss is computed and how it is validated."""
+"""Tasks: what each kind of recipe prepares, trains, validates and scores (`TaskSpec`).
+
+`TASKS` is the one registry of task names: a recipe's `task = "..."` is looked up there, and
+`register_task` adds one from outside the package (a test, a user's project). The built-in tasks
+are the modules named in `_BUILTIN`, each exporting its `SPEC`; a module is imported when its task
+is first looked up, so reading a translation checkpoint never imports the other tasks' data stages.
+"""
 
 from __future__ import annotations
 
-from seqlab.config import Recipe
+import importlib
+from collections.abc import Iterator, Mapping
+
 from seqlab.errors import ConfigError
+from seqlab.tasks.spec import TaskSpec, TrainingTask
+
+_BUILTIN = ("translation", "language_model", "masked_lm", "classification")
 
 
-def prepare_task(recipe: Recipe):
-    """Run the data stage of `recipe`'s task; the result has a `.summary()`."""
-    if recipe.task == "translation":
-        from seqlab.tasks.translation_data import prepare
+class TaskRegistry(Mapping[str, TaskSpec]):
+    """Task name -> `TaskSpec`: the built-in ones (loaded on first use) and registered ones."""
 
-        return prepare(recipe)
-    if recipe.task == "masked_lm":
-        from seqlab.tasks.masked_lm_data import prepare as prepare_masked_lm
+    def __init__(self) -> None:
+        self._specs: dict[str, TaskSpec] = {}
 
-        return prepare_masked_lm(recipe)
-    if recipe.task == "classification":
-        from seqlab.tasks.classification import prepare as prepare_classification
+    def register(self, spec: TaskSpec) -> TaskSpec:
+        if self._specs.get(spec.name, spec) is not spec:
+            raise ValueError(f"task '{spec.name}' is already registered")
+        self._specs[spec.name] = spec
+        return spec
 
-        return prepare_classification(recipe)
-    if recipe.task == "language_model":
-        from seqlab.tasks.language_model_data import prepare as prepare_language_model
+    def __getitem__(self, name: str) -> TaskSpec:
+        if name not in self._specs and name in _BUILTIN:
+            spec = importlib.import_module(f"seqlab.tasks.{name}").SPEC
+            assert spec.name == name, f"seqlab.tasks.{name} exports the spec of '{spec.name}'"
+            self._specs[name] = spec
+        return self._specs[name]
 
-        return prepare_language_model(recipe)
-    raise ConfigError(f"{recipe.path}: task '{recipe.task}' has no prepare step")
+    def __iter__(self) -> Iterator[str]:
+        for name in _BUILTIN:
+            self[name]
+        return iter(self._specs)
+
+    def __len__(self) -> int:
+        return len(list(iter(self)))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._specs or name in _BUILTIN
+
+
+TASKS = TaskRegistry()
+
+
+def register_task(spec: TaskSpec) -> TaskSpec:
+    """Make `spec` trainable as `task = "<spec.name>"`; a name is registered once."""
+    return TASKS.register(spec)
+
+
+def get_task(name: str, source: str = "<recipe>") -> TaskSpec:
+    """The spec of task `name`, or a ConfigError listing the known ones."""
+    if name not in TASKS:
+        raise ConfigError(f"{source}: unknown task '{name}'; known: {', '.join(TASKS)}")
+    return TASKS[name]
+
+
+__all__ = ["TASKS", "TaskSpec", "TrainingTask", "get_task", "register_task"]

@@ -38,6 +38,7 @@ from seqlab.inference import side_from_payload, side_to_payload
 from seqlab.models.bert import ARCHITECTURE_KEYS, BertClassifier, build_bert_classifier
 from seqlab.tasks.batching import training_sampler, validation_batches
 from seqlab.tasks.masked_lm_data import cached_side, encode_table
+from seqlab.tasks.spec import TaskSpec, TrainingTask
 
 
 @dataclass
@@ -162,8 +163,8 @@ class Sentences(torch.utils.data.Dataset):
         return lengths.clip(max=self.max_len).tolist()
 
 
-class ClassificationTask:
-    """Binds prepared sentences, a `BertClassifier` and a recipe (`seqlab.train.Task`)."""
+class ClassificationTask(TrainingTask):
+    """Binds prepared sentences, a `BertClassifier` and a recipe for the training loop."""
 
     def __init__(
         self, recipe: Recipe, data: PreparedClassification, *, rank: int = 0, world: int = 1
@@ -219,3 +220,13 @@ class ClassificationTask:
 
     def checkpoint_extras(self) -> dict:
         return {"src": side_to_payload(self.data.side)}
+
+
+SPEC = TaskSpec(
+    name="classification",
+    data_config=ClassificationData,
+    prepare=prepare,
+    build=ClassificationTask,
+    metrics={"accuracy": True, "loss": False},
+    ignores=("train.label_smoothing", "train.valid_max_sentences", "decode"),
+)

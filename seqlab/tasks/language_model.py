@@ -12,31 +12,37 @@ tokens (truncated backpropagation through time) with one of the two partitioning
   where row b of the previous batch stopped; the hidden state carries over between batches,
   detached from the graph (`LMBatch.carry`).
 
-The carried state is saved in every checkpoint (`lm_carry`) and restored by `restore`, so
-`train --resume` continues exactly. The training loss is the cross-entropy summed over the
+The carried state is the task's `state_dict`, saved in every checkpoint and restored on
+`train --resume`, which so continues exactly. The training loss is the cross-entropy summed over the
 batch's tokens (the trainer divides by the tokens of the step: a mean per token). Validation and
 test read their stream sequentially with `eval_batch_size` rows and report loss and perplexity.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from seqlab.config import Recipe
+from seqlab.config import LanguageModelData, Recipe
 from seqlab.data.batch import TensorBatch
-from seqlab.distributed import ShardResult
+from seqlab.distributed import ShardResult, resolve_device
 from seqlab.errors import ConfigError, DataError
 from seqlab.evaluation.metrics import perplexity
 from seqlab.inference import side_to_payload
 from seqlab.models import build_model
 from seqlab.models.language_model import LMConfig, LMState
-from seqlab.tasks.language_model_data import PreparedLM
+from seqlab.tasks.language_model_data import PreparedLM, prepare
+from seqlab.tasks.spec import TaskSpec, TrainingTask
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -145,10 +151,11 @@ def train_rows(recipe: Recipe) -> int:
     return rows
 
 
-class LanguageModelTask:
-    """Binds the token streams, a language model and a recipe for the trainer."""
+class LanguageModelTask(TrainingTask):
+    """Binds the token streams, a language model and a recipe for the training loop. Its
+    batches follow one another through the stream: it trains in one process only."""
 
-    def __init__(self, recipe: Recipe, data: PreparedLM):
+    def __init__(self, recipe: Recipe, data: PreparedLM, *, rank: int = 0, world: int = 1):
         if not isinstance(recipe.model.config, LMConfig):
             raise ConfigError(
                 f"{recipe.path}: task 'language_model' needs [model] kind = 'rnn_lm', "
@@ -204,17 +211,69 @@ class LanguageModelTask:
         return {"loss": nll / max(tokens, 1.0), "ppl": perplexity(nll, int(tokens))}
 
     def checkpoint_extras(self) -> dict:
-        carry = None
-        if self.carry is not None:
-            carry = {"hidden": self.carry.hidden, "cell": self.carry.cell}
-        return {"lm": side_to_payload(self.data.side), "lm_carry": carry}
+        return {"lm": side_to_payload(self.data.side)}
 
-    def restore(self, checkpoint: dict) -> None:
-        """Take back the carried state saved in `checkpoint` (for `train --resume`)."""
-        carry = checkpoint.get("lm_carry")
-        device = next(self.model.parameters()).device
+    def state_dict(self) -> dict:
+        """The state the last sequential batch ended in (None: start from zeros)."""
+        if self.carry is None:
+            return {"carry": None}
+        return {"carry": {"hidden": self.carry.hidden, "cell": self.carry.cell}}
+
+    def load_state_dict(self, state: dict) -> None:
+        carry = state.get("carry")
         if carry is None:
             self.carry = None
             return
+        device = next(self.model.parameters()).device
         cell = carry["cell"]
         self.carry = LMState(carry["hidden"].to(device), None if cell is None else cell.to(device))
+
+
+def score_language_model(recipe: Recipe, data: PreparedLM, run_dir: Path, show: int = 3) -> dict:
+    """Perplexity of the run's best.pt on the valid/test streams (also with a continuous cache,
+    tuned on valid, when `data.cache_window` is set; `lm_scores.json`), and `show` samples
+    (`samples.txt`)."""
+    from seqlab.generate import GenerationSettings, TextGenerator
+
+    checkpoint = run_dir / "best.pt"
+    generator = TextGenerator.from_checkpoint(checkpoint, device="cpu")
+    model = generator.model.to(resolve_device(recipe.train.device))
+    d = recipe.data
+    splits = [split for split in ("valid", "test") if split in data.splits]
+    if d.cache_window:  # one pass over each split gives both perplexities
+        from seqlab.evaluation.neural_cache import cache_scores, perplexity_of, stream_outputs
+
+        outputs = {
+            split: stream_outputs(model, data.splits[split], d.eval_batch_size, d.bptt)
+            for split in splits
+        }
+        scores = {split: perplexity_of(out.log_prob) for split, out in outputs.items()}
+        scores.update(cache_scores(outputs, d.cache_window))
+    else:
+        scores = {
+            split: evaluate_stream(model, data.splits[split], d.eval_batch_size, d.bptt)
+            for split in splits
+        }
+    scores["checkpoint"] = str(checkpoint)
+    (run_dir / "lm_scores.json").write_text(json.dumps(scores, indent=2))
+    generator.model.to("cpu")
+    prefix = "" if d.line_break == "eos" else "the"
+    settings = GenerationSettings(max_len=60, top_p=0.9, num=show, seed=recipe.seed)
+    samples = generator.generate(prefix, settings)
+    (run_dir / "samples.txt").write_text("".join(line + "\n" for line in samples))
+    for line in samples:
+        logger.info("SAMPLE  %s", line)
+    keys = ("valid", "test", "valid_cache", "test_cache")
+    return {key: scores[key] for key in keys if key in scores}
+
+
+SPEC = TaskSpec(
+    name="language_model",
+    data_config=LanguageModelData,
+    prepare=prepare,
+    build=LanguageModelTask,
+    metrics={"loss": False},
+    score=score_language_model,
+    shardable=False,  # the hidden state runs through the stream in order
+    ignores=("train.valid_max_sentences", "decode"),
+)

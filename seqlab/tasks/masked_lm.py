@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from seqlab.config import Recipe
+from seqlab.config import MaskedLMData, Recipe
 from seqlab.data.bert_batch import MLMBatch, collate_mlm
 from seqlab.data.dataset import list_lengths
 from seqlab.data.masking import Masker
@@ -35,7 +35,8 @@ from seqlab.evaluation.metrics import perplexity
 from seqlab.inference import side_to_payload
 from seqlab.models import build_model
 from seqlab.tasks.batching import training_sampler, validation_batches
-from seqlab.tasks.masked_lm_data import PreparedMaskedLM
+from seqlab.tasks.masked_lm_data import PreparedMaskedLM, prepare
+from seqlab.tasks.spec import TaskSpec, TrainingTask
 
 TRAIN_STREAM, VALID_STREAM = 0, 1
 
@@ -79,8 +80,8 @@ def mlm_nsp_sums(model: nn.Module, batch: MLMBatch) -> dict[str, Tensor]:
     }
 
 
-class MaskedLMTask:
-    """Binds prepared pairs, a BERT model and a recipe for the trainer (`seqlab.train.Task`)."""
+class MaskedLMTask(TrainingTask):
+    """Binds prepared pairs, a BERT model and a recipe for the training loop."""
 
     def __init__(
         self, recipe: Recipe, data: PreparedMaskedLM, *, rank: int = 0, world: int = 1
@@ -156,3 +157,13 @@ class MaskedLMTask:
 
     def checkpoint_extras(self) -> dict:
         return {"src": side_to_payload(self.data.side)}
+
+
+SPEC = TaskSpec(
+    name="masked_lm",
+    data_config=MaskedLMData,
+    prepare=prepare,
+    build=MaskedLMTask,
+    metrics={"mlm_loss": False},
+    ignores=("train.label_smoothing", "train.valid_max_sentences", "decode"),
+)

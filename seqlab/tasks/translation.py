@@ -8,25 +8,36 @@ smoothing) and BLEU of greedy or beam output, detokenized, scored by sacrebleu.
 
 from __future__ import annotations
 
+import json
+import logging
+import time
 from collections.abc import Iterator
 from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-import datasets
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from seqlab.config import Recipe
+from seqlab.config import Recipe, TranslationData
 from seqlab.data.batch import Batch, collate
-from seqlab.data.dataset import list_lengths
 from seqlab.distributed import ShardResult
+from seqlab.errors import ConfigError
 from seqlab.evaluation.bleu import corpus_scores
 from seqlab.evaluation.metrics import perplexity
-from seqlab.inference import Translator, side_to_payload
+from seqlab.inference import Translator, load_translation_checkpoint, side_to_payload
 from seqlab.losses import real_positions, token_cross_entropy
 from seqlab.models import build_model
 from seqlab.tasks.batching import training_sampler, validation_batches
-from seqlab.tasks.translation_data import PreparedTranslation
+from seqlab.tasks.spec import TaskSpec, TrainingTask
+
+if TYPE_CHECKING:  # the data stage (datasets, pyarrow) loads only when a run prepares data
+    import datasets
+
+    from seqlab.tasks.translation_data import PreparedTranslation
+
+logger = logging.getLogger(__name__)
 
 
 class PairTable(torch.utils.data.Dataset):
@@ -49,13 +60,15 @@ class PairTable(torch.utils.data.Dataset):
 
 def pair_lengths(table: datasets.Dataset) -> list[tuple[int, int]]:
     """Padded (source, target) sizes per row: +1 for the EOS / BOS that `collate` adds."""
+    from seqlab.data.dataset import list_lengths
+
     src = list_lengths(table, "src_ids") + 1
     tgt = list_lengths(table, "tgt_ids") + 1
     return list(zip(src.tolist(), tgt.tolist()))
 
 
-class TranslationTask:
-    """Binds a prepared corpus, a model and a recipe for the trainer (see `seqlab.train.Task`)."""
+class TranslationTask(TrainingTask):
+    """Binds a prepared corpus, a model and a recipe for the training loop."""
 
     def __init__(self, recipe: Recipe, data: PreparedTranslation, *, rank: int = 0, world: int = 1):
         self.recipe, self.data = recipe, data
@@ -146,3 +159,74 @@ class TranslationTask:
 
     def checkpoint_extras(self) -> dict:
         return {"src": side_to_payload(self.data.src), "tgt": side_to_payload(self.data.tgt)}
+
+
+def evaluate_translation(
+    checkpoint: Path,
+    sources: list[str],
+    references: list[str],
+    *,
+    beam_size: int | None = None,
+    out_dir: Path | None = None,
+    prefix: str = "test",
+    show: int = 5,
+) -> dict:
+    """Translate `sources` with `checkpoint`; score against `references` (BLEU, chrF, tok-lc).
+
+    With `out_dir`, writes `<prefix>_scores.json` and `<prefix>_translations.txt` there; logs
+    the first `show` sentences.
+    """
+    if len(sources) != len(references):
+        raise ConfigError(f"{len(sources)} source lines but {len(references)} references")
+    model, recipe, src, tgt = load_translation_checkpoint(checkpoint)
+    translator = Translator(model, src, tgt, recipe.decode)
+    beam = beam_size or recipe.decode.beam_size
+    started = time.perf_counter()
+    hyps = [h[0].text if h else "" for h in translator.translate(list(sources), beam_size=beam)]
+    seconds = time.perf_counter() - started
+    scores = corpus_scores(hyps, list(references), tok_lc=True)
+    scores.update(
+        {
+            "checkpoint": str(checkpoint),
+            "beam_size": beam,
+            "sentences": len(hyps),
+            "decode_seconds": round(seconds, 2),
+        }
+    )
+    if out_dir is not None:
+        (out_dir / f"{prefix}_scores.json").write_text(json.dumps(scores, indent=2))
+        (out_dir / f"{prefix}_translations.txt").write_text("\n".join(hyps) + "\n")
+    for source, hyp, ref in list(zip(sources, hyps, references))[:show]:
+        logger.info("SRC  %s\nHYP  %s\nREF  %s\n", source, hyp, ref)
+    return scores
+
+
+def score_translation(recipe: Recipe, data: PreparedTranslation, run_dir: Path) -> dict:
+    """Test scores of the run's best.pt with the recipe's beam, and greedily as well when the
+    beam is wider (published recurrent baselines decode greedily)."""
+    if "test" not in data.splits:
+        return {}
+    test, best = data.splits["test"], run_dir / "best.pt"
+    scores = {"test": evaluate_translation(best, test["src"], test["tgt"], out_dir=run_dir)}
+    if recipe.decode.beam_size > 1:
+        scores["test_greedy"] = evaluate_translation(
+            best, test["src"], test["tgt"], beam_size=1, out_dir=run_dir,
+            prefix="test_greedy", show=0,
+        )  # fmt: skip
+    return scores
+
+
+def _prepare(recipe: Recipe) -> PreparedTranslation:
+    from seqlab.tasks.translation_data import prepare
+
+    return prepare(recipe)
+
+
+SPEC = TaskSpec(
+    name="translation",
+    data_config=TranslationData,
+    prepare=_prepare,
+    build=TranslationTask,
+    metrics={"bleu": True, "loss": False},
+    score=score_translation,
+)

@@ -10,7 +10,7 @@ import torch
 from seqlab.checkpoint import load_checkpoint
 from seqlab.config import load_recipe, recipe_from_dict
 from seqlab.errors import ConfigError, DataError
-from seqlab.run import train_language_model
+from seqlab.run import train_recipe
 from seqlab.tasks.language_model import (
     LanguageModelTask,
     evaluate_stream,
@@ -204,7 +204,7 @@ def test_a_tiny_lm_overfits_a_short_text(tmp_path):
         {"hidden_size": 32, "dropout": 0.0, "tie_embeddings": False},
         {**OVERFIT, "weight_decay": 0.0, "warmup_steps": 0},
     )
-    summary = train_language_model(recipe, tmp_path / "run")
+    summary = train_recipe(recipe, tmp_path / "run")
     assert summary["valid"]["ppl"] < 1.5  # the vocabulary has 25 tokens: chance is 25
     assert (tmp_path / "run" / "samples.txt").read_text().count("\n") == 3
     scores = load_checkpoint(tmp_path / "run" / "best.pt")
@@ -214,11 +214,11 @@ def test_a_tiny_lm_overfits_a_short_text(tmp_path):
 def test_resume_continues_exactly_with_the_carried_state(tmp_path):
     settings = {"schedule": "constant", "warmup_steps": 0, "valid_every": 3, "max_steps": 6}
     recipe = lm_recipe(tmp_path, {"bptt": 3}, {"dropout": 0.2}, settings)
-    train_language_model(recipe, tmp_path / "straight")
+    train_recipe(recipe, tmp_path / "straight")
     half = lm_recipe(tmp_path, {"bptt": 3}, {"dropout": 0.2}, {**settings, "max_steps": 3})
-    train_language_model(half, tmp_path / "resumed")
-    assert load_checkpoint(tmp_path / "resumed" / "last.pt")["lm_carry"] is not None
-    train_language_model(recipe, tmp_path / "resumed", resume=True)
+    train_recipe(half, tmp_path / "resumed")
+    assert load_checkpoint(tmp_path / "resumed" / "last.pt")["task_state"]["carry"] is not None
+    train_recipe(recipe, tmp_path / "resumed", resume=True)
     straight = load_checkpoint(tmp_path / "straight" / "last.pt")["model"]
     resumed = load_checkpoint(tmp_path / "resumed" / "last.pt")["model"]
     for key, value in straight.items():

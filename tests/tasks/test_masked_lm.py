@@ -133,7 +133,7 @@ def test_collate_builds_masks_targets_and_labels():
 @pytest.mark.corpus
 def test_pretraining_on_wikitext2_learns(tmp_path):
     from seqlab.config import load_recipe
-    from seqlab.run import train_masked_lm
+    from seqlab.run import train_recipe
 
     recipe = load_recipe(
         "recipes/bert-d2l-50steps.toml",
@@ -150,7 +150,7 @@ def test_pretraining_on_wikitext2_learns(tmp_path):
             "train.device='cpu'",
         ],
     )
-    summary = train_masked_lm(recipe, tmp_path / "run")
+    summary = train_recipe(recipe, tmp_path / "run")
     first, last = (r for r in _validations(tmp_path / "run"))
     assert summary["step"] == 24 and (tmp_path / "run" / "best.pt").exists()
     assert last["valid_train_mlm_loss"] < first["valid_train_mlm_loss"] - 0.5
