@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -346,8 +347,34 @@ def _add_generate(sub) -> None:
     generate.set_defaults(func=_generate)
 
 
+class _Parser(argparse.ArgumentParser):
+    """A parser taking -v/-q, so that they are accepted before or after any subcommand. In
+    subcommands they default to SUPPRESS, leaving the main parser's values unless given."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.add_argument(
+            "-v",
+            "--verbose",
+            action="count",
+            default=argparse.SUPPRESS,
+            help="more log messages (-vv: also other libraries' debug messages)",
+        )
+        self.add_argument(
+            "-q",
+            "--quiet",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="log warnings and errors only (corpora fetch: no progress bar)",
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="seqlab", description=__doc__.splitlines()[0])
+    from seqlab import __version__
+
+    parser = _Parser(prog="seqlab", description=__doc__.splitlines()[0])
+    parser.set_defaults(verbose=0, quiet=False)
+    parser.add_argument("--version", action="version", version=f"seqlab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     corpora = sub.add_parser("corpora", help="list or fetch the known corpora")
@@ -361,7 +388,6 @@ def build_parser() -> argparse.ArgumentParser:
         "fetch", help="make a corpus available locally; print its folder"
     )
     fetch.add_argument("name")
-    fetch.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     fetch.set_defaults(func=_corpora_fetch)
 
     prepare = sub.add_parser("prepare", help="fetch, tokenize and cache a recipe's corpus")
@@ -442,10 +468,54 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _TqdmHandler(logging.Handler):
+    """Writes records through `tqdm.write` to the current `sys.stderr`, so that a message does not
+    break a progress bar (and a test capturing stderr sees it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:
+            self.handleError(record)
+
+
+class _Formatter(logging.Formatter):
+    """Info messages as they are; warnings and errors prefixed with their level; with -v, every
+    message with the time and the logger's name."""
+
+    def __init__(self, verbose: bool):
+        super().__init__("%(asctime)s %(name)s %(levelname)s: %(message)s" if verbose else None)
+        self.verbose = verbose
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if self.verbose or record.levelno < logging.WARNING:
+            return text
+        return f"{record.levelname.lower()}: {text}"
+
+
+def configure_logging(verbose: int = 0, quiet: bool = False) -> None:
+    """The `seqlab` loggers at INFO (-q: WARNING, -v: DEBUG) on stderr, once per CLI call; other
+    libraries' loggers (datasets) at ERROR unless -vv. The library itself configures nothing."""
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    root = logging.getLogger("seqlab")
+    for handler in [h for h in root.handlers if isinstance(h, _TqdmHandler)]:
+        root.removeHandler(handler)
+    handler = _TqdmHandler()
+    handler.setFormatter(_Formatter(verbose > 0))
+    root.addHandler(handler)
+    root.setLevel(level)
+    for name in ("datasets",):
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose > 1 else logging.ERROR)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from seqlab.errors import SeqlabError
 
     args = build_parser().parse_args(argv)
+    configure_logging(args.verbose, args.quiet)
     try:
         return args.func(args)
     except SeqlabError as error:

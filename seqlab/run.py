@@ -9,7 +9,7 @@ resolved recipe, checkpoints (`best.pt`, `last.pt`, `checkpoint_<step>.pt`), `lo
 from __future__ import annotations
 
 import json
-import sys
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +20,8 @@ from seqlab.errors import ConfigError
 from seqlab.evaluation.bleu import corpus_scores
 from seqlab.inference import Translator, load_translation_checkpoint
 from seqlab.train import Trainer, TrainingError, plot_curves, seed_everything
+
+logger = logging.getLogger(__name__)
 
 
 def _check_run_dir(run_dir: Path, resume: bool) -> None:
@@ -109,7 +111,7 @@ def evaluate_translation(
         (out_dir / f"{prefix}_scores.json").write_text(json.dumps(scores, indent=2))
         (out_dir / f"{prefix}_translations.txt").write_text("\n".join(hyps) + "\n")
     for source, hyp, ref in list(zip(sources, hyps, references))[:show]:
-        print(f"SRC  {source}\nHYP  {hyp}\nREF  {ref}\n", file=sys.stderr)
+        logger.info("SRC  %s\nHYP  %s\nREF  %s\n", source, hyp, ref)
     return scores
 
 
@@ -119,7 +121,7 @@ def _prepared(prepare: Callable, recipe: Recipe, run_dir: Path, resume: bool):
     seed_everything(recipe.seed)
     data = prepare(recipe)
     if distributed.current().is_main:
-        print(data.summary(), file=sys.stderr)
+        logger.info("%s", data.summary())
     return data
 
 
@@ -275,7 +277,7 @@ def evaluate_language_model(checkpoint: Path, task, *, out_dir: Path, show: int 
     samples = generator.generate(prefix, settings)
     (out_dir / "samples.txt").write_text("".join(line + "\n" for line in samples))
     for line in samples:
-        print(f"SAMPLE  {line}", file=sys.stderr)
+        logger.info("SAMPLE  %s", line)
     keys = ("valid", "test", "valid_cache", "test_cache")
     return {key: scores[key] for key in keys if key in scores}
 
