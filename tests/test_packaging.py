@@ -83,3 +83,12 @@ def test_licence_file_matches_the_declared_licence_and_types_are_marked():
     assert licence.startswith("MIT License") and "the seqlab authors" in licence
     assert (REPO / "seqlab" / "py.typed").is_file()
     assert PYPROJECT["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"] == ["seqlab"]
+
+
+def test_property_tests_have_no_deadline():
+    """Every hypothesis test, with or without its own @settings, runs without a deadline."""
+    from hypothesis import settings
+
+    assert settings.default.deadline is None
+    for path in (REPO / "tests").rglob("test_*.py"):
+        assert not re.search(r"settings\([^)]*deadline=(?!None)", path.read_text()), path
