@@ -3,7 +3,7 @@
 A task (translation, language modelling, masked LM, classification) supplies the model, its
 batches, its loss and its validation through the small `Task` protocol below; this loop owns
 everything else: optimiser and schedule, gradient accumulation and clipping, mixed precision,
-logging (tqdm on stderr, JSONL in the run folder), validation, best/last checkpoints, early
+logging (stderr; log.jsonl, TensorBoard in the run folder), validation, best/last checkpoints, early
 stopping, exact resumption, Ctrl-C and non-finite losses. A checkpoint written here holds the
 resolved recipe, the task's vocabularies and tokenizers, the weights, optimiser/scheduler/RNG
 state and the data position, so `train --resume` continues exactly and inference needs nothing
