@@ -133,7 +133,8 @@ def _translate(args: argparse.Namespace) -> int:
     plotted = _plotted_line(args, lines)
     nbest = max(args.nbest, 1)
     beam = max(args.beam_size or translator.decode.beam_size, nbest)
-    with tqdm(total=len(lines), desc="translate", file=sys.stderr, disable=None) as bar:
+    bar = tqdm(total=len(lines), desc="translate", file=sys.stderr, disable=args.quiet or None)
+    with bar:
         results = translator.translate(
             lines,
             beam_size=beam,
@@ -365,7 +366,7 @@ class _Parser(argparse.ArgumentParser):
             "--quiet",
             action="store_true",
             default=argparse.SUPPRESS,
-            help="log warnings and errors only (corpora fetch: no progress bar)",
+            help="log warnings and errors only (translate, corpora fetch: no progress bar)",
         )
 
 
