@@ -12,6 +12,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+logger = logging.getLogger(__name__)
+
 
 def _corpora_list(args: argparse.Namespace) -> int:
     from seqlab.data.corpus import list_corpora
@@ -192,7 +194,7 @@ def _average(args: argparse.Namespace) -> int:
     if args.weights_only:
         payload = inference_only(payload)
     save_checkpoint(payload, args.output)
-    print(f"averaged {len(paths)} checkpoints: {', '.join(map(str, paths))}", file=sys.stderr)
+    logger.info("averaged %d checkpoints: %s", len(paths), ", ".join(map(str, paths)))
     print(args.output)
     return 0
 
