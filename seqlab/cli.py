@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import sys
 from collections.abc import Sequence
+
+logger = logging.getLogger(__name__)
 
 
 def _count(low: int):
@@ -165,7 +168,8 @@ def _translate(args: argparse.Namespace) -> int:
     plotted = _plotted_line(args, lines)
     nbest = max(args.nbest, 1)
     beam = max(args.beam_size or translator.decode.beam_size, nbest)
-    with tqdm(total=len(lines), desc="translate", file=sys.stderr, disable=None) as bar:
+    bar = tqdm(total=len(lines), desc="translate", file=sys.stderr, disable=args.quiet or None)
+    with bar:
         results = translator.translate(
             lines,
             beam_size=beam,
@@ -224,7 +228,7 @@ def _average(args: argparse.Namespace) -> int:
     if args.weights_only:
         payload = inference_only(payload)
     save_checkpoint(payload, args.output)
-    print(f"averaged {len(paths)} checkpoints: {', '.join(map(str, paths))}", file=sys.stderr)
+    logger.info("averaged %d checkpoints: %s", len(paths), ", ".join(map(str, paths)))
     print(args.output)
     return 0
 
@@ -382,8 +386,41 @@ def _add_generate(sub) -> None:
     generate.set_defaults(func=_generate)
 
 
+class _Parser(argparse.ArgumentParser):
+    """A parser taking -v/-q, so that they are accepted before or after any subcommand (in
+    subcommands they default to SUPPRESS, leaving the main parser's values unless given), and
+    reporting usage errors as one line."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.add_argument(
+            "-v",
+            "--verbose",
+            action="count",
+            default=argparse.SUPPRESS,
+            help="more log messages (-vv: also other libraries' debug messages)",
+        )
+        self.add_argument(
+            "-q",
+            "--quiet",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="log warnings and errors only (translate, corpora fetch: no progress bar)",
+        )
+
+    def error(self, message: str):
+        """Usage errors become `UsageError`s, printed by `main` as one line like every error."""
+        from seqlab.errors import UsageError
+
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from seqlab import __version__
+
     parser = _Parser(prog="seqlab", description=__doc__.splitlines()[0])
+    parser.set_defaults(verbose=0, quiet=False)
+    parser.add_argument("--version", action="version", version=f"seqlab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     corpora = sub.add_parser("corpora", help="list or fetch the known corpora")
@@ -397,7 +434,6 @@ def build_parser() -> argparse.ArgumentParser:
         "fetch", help="make a corpus available locally; print its folder"
     )
     fetch.add_argument("name")
-    fetch.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     fetch.set_defaults(func=_corpora_fetch)
 
     prepare = sub.add_parser("prepare", help="fetch, tokenize and cache a recipe's corpus")
@@ -478,17 +514,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _Parser(argparse.ArgumentParser):
-    """Usage errors become `UsageError`s, printed by `main` as one line like every error."""
-
-    def error(self, message: str):
-        from seqlab.errors import UsageError
-
-        raise UsageError(f"{message} (see `{self.prog} --help`)")
-
-
 def _options_in(words: list[str]) -> bool:
     return any(word.startswith("-") and word != "-" for word in words)
+
+
+class _TqdmHandler(logging.Handler):
+    """Writes records through `tqdm.write` to the current `sys.stderr`, so that a message does not
+    break a progress bar (and a test capturing stderr sees it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:
+            self.handleError(record)
+
+
+class _Formatter(logging.Formatter):
+    """Info messages as they are; warnings and errors prefixed with their level; with -v, every
+    message with the time and the logger's name."""
+
+    def __init__(self, verbose: bool):
+        super().__init__("%(asctime)s %(name)s %(levelname)s: %(message)s" if verbose else None)
+        self.verbose = verbose
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if self.verbose or record.levelno < logging.WARNING:
+            return text
+        return f"{record.levelname.lower()}: {text}"
+
+
+def configure_logging(verbose: int = 0, quiet: bool = False) -> None:
+    """The `seqlab` loggers at INFO (-q: WARNING, -v: DEBUG) on stderr, once per CLI call; other
+    libraries' loggers (datasets) at ERROR unless -vv. The library itself configures nothing."""
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    root = logging.getLogger("seqlab")
+    for handler in [h for h in root.handlers if isinstance(h, _TqdmHandler)]:
+        root.removeHandler(handler)
+    handler = _TqdmHandler()
+    handler.setFormatter(_Formatter(verbose > 0))
+    root.addHandler(handler)
+    root.setLevel(level)
+    for name in ("datasets",):
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose > 1 else logging.ERROR)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -501,6 +571,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.files += extra  # `perplexity CKPT --device cpu a.txt`: files after options too
         elif extra:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        configure_logging(args.verbose, args.quiet)
         if isinstance(getattr(args, "device", None), str):  # before loading anything onto it
             from seqlab.distributed import resolve_device
 

@@ -6,8 +6,10 @@ matplotlib is the optional `plot` extra; without it `plot_curves` prints a note 
 from __future__ import annotations
 
 import json
-import sys
+import logging
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 
 def plot_curves(log_path: Path, out: Path) -> Path | None:
@@ -18,7 +20,7 @@ def plot_curves(log_path: Path, out: Path) -> Path | None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("note: install the 'plot' extra (matplotlib) for training curves", file=sys.stderr)
+        logger.info("no curves.png: install the 'plot' extra (pip install 'seqlab[plot]')")
         return None
     records = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
     train = [(r["step"], r["loss"]) for r in records if "loss" in r]

@@ -11,7 +11,7 @@ over the ranks during backward; `no_sync` skips that on all but the last micro-b
 from __future__ import annotations
 
 import contextlib
-import sys
+import logging
 from typing import Any
 
 import torch
@@ -20,6 +20,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from seqlab.distributed import DistContext
 from seqlab.errors import SeqlabError
+
+logger = logging.getLogger(__name__)
 
 
 def autocast_context(precision: str, device: torch.device):
@@ -40,10 +42,7 @@ def load_scaler_state(scaler: torch.amp.GradScaler, state: dict) -> None:
     if state and scaler.is_enabled():
         scaler.load_state_dict(state)
     elif scaler.is_enabled():
-        print(
-            "note: the checkpoint has no fp16 loss scale; starting from the default",
-            file=sys.stderr,
-        )
+        logger.warning("the checkpoint has no fp16 loss scale; starting from the default")
 
 
 def compile_model(model: nn.Module, enabled: bool) -> nn.Module:
@@ -55,9 +54,8 @@ def compile_model(model: nn.Module, enabled: bool) -> nn.Module:
     try:
         return torch.compile(model)
     except RuntimeError as error:  # e.g. a Python version dynamo does not support yet
-        print(
-            f"note: train.compile: torch.compile is unavailable here ({error}); running eagerly",
-            file=sys.stderr,
+        logger.warning(
+            "train.compile: torch.compile is unavailable here (%s); running eagerly", error
         )
         return model
 

@@ -8,8 +8,8 @@ arguments; nothing here reads a config object.
 
 from __future__ import annotations
 
+import logging
 import math
-import sys
 from collections.abc import Callable, Iterable
 
 import torch
@@ -17,6 +17,8 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from seqlab.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 SCHEDULES = ("constant", "inverse_sqrt", "cosine", "linear")
 
@@ -65,10 +67,9 @@ def adamw_kernel(params: list[Tensor]) -> dict[str, bool]:
     )
     if not unsupported:
         return {"fused": True}
-    print(
-        f"note: train.fused_adamw: no fused AdamW kernel for {', '.join(unsupported)}; "
-        "using the foreach implementation",
-        file=sys.stderr,
+    logger.info(
+        "train.fused_adamw: no fused AdamW kernel for %s; using the foreach implementation",
+        ", ".join(unsupported),
     )
     return {"foreach": True}
 

@@ -24,6 +24,8 @@ from seqlab.train import Trainer, TrainingError, seed_everything
 
 logger = logging.getLogger(__name__)
 
+logger = logging.getLogger(__name__)
+
 
 def _check_run_dir(run_dir: Path, resume: bool) -> None:
     existing = run_dir / "last.pt"

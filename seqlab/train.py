@@ -3,8 +3,8 @@
 A task (translation, language modelling, masked LM, classification) supplies the model, its
 batches, its loss and its validation through the small `TrainingTask` interface below; this loop
 owns everything else: optimiser and schedule, gradient accumulation and clipping, mixed precision,
-logging (tqdm on stderr, JSONL in the run folder), validation, best/last checkpoints, early
-stopping, exact resumption, Ctrl-C and non-finite losses. A checkpoint written here holds the
+logging (stderr; log.jsonl and TensorBoard in the run folder), validation, best/last checkpoints,
+early stopping, exact resumption, Ctrl-C and non-finite losses. A checkpoint written here holds the
 resolved recipe, the task's vocabularies and tokenizers, the weights, optimiser/scheduler/RNG
 state and the data position, so `train --resume` continues exactly and inference needs nothing
 else. Under torchrun the same loop runs on every rank (see `Trainer`); how the forward and
@@ -14,6 +14,7 @@ backward execute (autocast, gradient scaler, compile, DDP) lives in `seqlab.exec
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 import sys
@@ -45,6 +46,9 @@ from seqlab.distributed import (
 from seqlab.errors import SeqlabError
 from seqlab.execution import LossRunner, autocast_context, load_scaler_state, make_scaler
 from seqlab.optim import build_optimizer, build_scheduler, clip_grad_norm
+from seqlab.tensorboard_log import NoEventLog, open_event_log, samples_markdown
+
+logger = logging.getLogger(__name__)
 
 # fp16: skipped steps (overflow; the scale halves each time) in a row that mean a broken loss
 MAX_SKIPPED_IN_A_ROW = 25
@@ -61,7 +65,8 @@ class TrainingTask:
 
     Subclasses implement the first five methods; `state_dict` / `load_state_dict` are for a task
     that keeps state between steps (a language model's carried hidden state), so that
-    `train --resume` continues exactly.
+    `train --resume` continues exactly; `validation_samples` for one whose validation produces
+    text worth showing in TensorBoard.
     """
 
     model: nn.Module
@@ -94,6 +99,11 @@ class TrainingTask:
 
     def load_state_dict(self, state: dict) -> None:
         """Take back what `state_dict` returned (called by `train --resume`)."""
+
+    def validation_samples(self) -> list[tuple[str, str, str]]:
+        """(input, output, reference) texts of the last validation, shown in TensorBoard
+        (default: none)."""
+        return []
 
 
 @dataclass
@@ -202,6 +212,7 @@ class Trainer:
         if self.dist.is_main:  # what a killed run left: half-written files, a log without a run
             remove_stale_temp_files(self.run_dir)
             self.log_path.unlink(missing_ok=True)  # `resume` rewrites it from the checkpoint
+        self._events: NoEventLog | None = None  # TensorBoard, opened by the first record
 
     # -- checkpoints ---------------------------------------------------------------------------
     def payload(self) -> dict:
@@ -266,17 +277,27 @@ class Trainer:
             self.progress.batches_in_epoch = (
                 self.progress.batches_in_epoch * world // self.dist.world
             )
-            print(f"note: saved by {world} processes, resumed by {self.dist.world}: the data "
-                  "position within the epoch is approximate", file=sys.stderr)  # fmt: skip
+            logger.warning(
+                "saved by %d processes, resumed by %d: the data position within the epoch is "
+                "approximate", world, self.dist.world,
+            )  # fmt: skip
         if self.dist.is_main:
-            print(f"resumed from {path} at step {self.progress.step}", file=sys.stderr)
+            logger.info("resumed from %s at step %d", path, self.progress.step)
 
     # -- logging -------------------------------------------------------------------------------
     def log(self, record: dict) -> None:
+        """Keep `record` in the history; rank 0 appends it to log.jsonl and TensorBoard."""
         self.progress.history.append(record)
         if self.dist.is_main:
             with self.log_path.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
+            self.events.scalars(record["step"], record)
+
+    @property
+    def events(self) -> NoEventLog:
+        if self._events is None:
+            self._events = open_event_log(self.run_dir) if self.dist.is_main else NoEventLog()
+        return self._events
 
     # -- one optimiser step --------------------------------------------------------------------
     def optimizer_step(self, group: list[Any], total: int) -> float:
@@ -385,6 +406,9 @@ class Trainer:
         metrics = validate(self.task, self.model, self.dist)
         p = self.progress
         self.log({"step": p.step, **{f"valid_{k}": v for k, v in metrics.items()}})
+        samples = self.task.validation_samples()
+        if samples and self.dist.is_main:
+            self.events.text(p.step, "valid/samples", samples_markdown(samples))
         value = metrics[self.metric_key]
         improved = math.isfinite(value) and (
             p.best is None or (value > p.best if self.higher_is_better else value < p.best)
@@ -396,9 +420,8 @@ class Trainer:
         self.save(metric=value)
         self.dist.barrier()  # the others wait while rank 0 writes
         if self.dist.is_main:
-            tqdm.write(
-                f"step {p.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()),
-                file=sys.stderr,
+            logger.info(
+                "step %d: %s", p.step, ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
             )
         return self.cfg.patience is not None and p.bad_validations >= self.cfg.patience
 
@@ -466,11 +489,14 @@ class Trainer:
             p.epoch, p.batches_in_epoch = done  # a step cut short is redone on resume
             path = self.save(collective=isinstance(stop, StopRequested))  # else peers may be gone
             if self.dist.is_main:
-                print(
-                    f"interrupted at step {p.step}; saved {path} (resume with --resume)",
-                    file=sys.stderr,
+                logger.warning(
+                    "interrupted at step %d; saved %s (resume with --resume)", p.step, path
                 )
             raise KeyboardInterrupt from None
+        finally:
+            if self._events is not None:
+                self._events.close()
+                self._events = None
         bar.close()
         return stopped_early
 
@@ -491,10 +517,8 @@ class Trainer:
         self.log(record)
         bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_s:.0f}")
         if bar.disable and self.dist.is_main:  # no terminal (a log file, CI): one line per window
-            print(
-                f"step {p.step}/{self.cfg.max_steps}: loss {loss:.3f}, lr {lr:.2e}, "
-                f"{tokens_per_s:.0f} tokens/s",
-                file=sys.stderr,
-                flush=True,
-            )
+            logger.info(
+                "step %d/%d: loss %.3f, lr %.2e, %.0f tokens/s",
+                p.step, self.cfg.max_steps, loss, lr, tokens_per_s,
+            )  # fmt: skip
         p.window_loss, p.window_tokens = 0.0, 0

@@ -7,8 +7,14 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Property tests: no per-example deadline (a loaded 2-core CI machine makes timings flaky). Loaded
+# here, before the test modules are imported, so every @settings(...) inherits it.
+settings.register_profile("seqlab", deadline=None)
+settings.load_profile("seqlab")
 
 
 def pytest_configure(config):

@@ -43,15 +43,26 @@ def test_main_writes_json_and_tables(tmp_path, monkeypatch, capsys):
     for family, count in expected.items():
         cases = train["families"][family]["cases"]
         assert len(cases) == count
-        assert cases["seqlab"]["seqlab_speedup"] == 1.0
-        for entry in cases.values():
+        ours = cases["seqlab"]
+        for case, entry in cases.items():
             assert len(entry["times_s"]) == get_scale("tiny").repeats
-            assert entry["tokens_per_s"] > 0 and entry["tokens"] > 0
+            assert entry["tokens"] == ours["tokens"] > 0, case  # like with like: the same batches
+            assert entry["tokens_per_s"] == common.rate(entry["tokens"], entry["times_s"])
+            # the speed-up is seqlab's time against this case's, repetition by repetition
+            assert entry["seqlab_speedup"] == common.paired_ratio(ours["times_s"], entry["times_s"])
+            if case != "seqlab":
+                assert entry["times_s"] != ours["times_s"], f"{case} was not timed on its own"
     decode = json.loads((tmp_path / "decode_throughput.json").read_text())
     assert [(m["beam"], m["batch"]) for m in decode["modes"]] == [(1, 1), (1, 64), (5, 1), (5, 64)]
     for mode in decode["modes"]:
-        assert mode["seqlab"]["tokens_per_s"] > 0 and mode["packing_speedup"] > 0
+        packed, unpacked = mode["seqlab"], mode[decode_throughput.UNPACKED]
         assert mode["sentences"] == (64 if mode["batch"] == 64 else 2)
+        steps = decode["forced_steps"]  # every output has exactly this length (checked in run)
+        assert packed["tokens_per_s"] == common.rate(mode["sentences"] * steps, packed["times_s"])
+        assert packed["times_s"] != unpacked["times_s"]
+        assert mode["packing_speedup"] == common.paired_ratio(
+            packed["times_s"], unpacked["times_s"]
+        )
 
 
 def test_without_transformers_the_hf_cases_are_skipped(monkeypatch):
@@ -187,8 +198,14 @@ def test_precision_compares_bf16_and_fused_adamw_against_fp32():
 
     result = precision.run("tiny")
     assert list(result["cases"]) == list(precision.CASES)
-    assert result["cases"]["fp32, foreach AdamW"]["speedup"] == 1.0
-    for entry in result["cases"].values():
-        assert len(entry["times_s"]) == get_scale("tiny").repeats and entry["tokens_per_s"] > 0
+    base = result["cases"]["fp32, foreach AdamW"]["times_s"]
+    for name, entry in result["cases"].items():
+        assert len(entry["times_s"]) == get_scale("tiny").repeats
+        assert entry["tokens_per_s"] == common.rate(
+            result["tokens_per_repetition"], entry["times_s"]
+        )
+        assert entry["speedup"] == common.paired_ratio(entry["times_s"], base), name
+        if name != "fp32, foreach AdamW":  # each case timed on its own, against fp32
+            assert entry["times_s"] != base, name
     assert set(result["matmul_gflops"]) == {"float32", "bfloat16"}
     assert "bf16, fused AdamW" in precision.markdown(result)

@@ -39,15 +39,39 @@ def test_translate_files_and_nbest(checkpoint, tmp_path, capsys, monkeypatch):
 
 
 def test_beam_one_and_greedy_agree_through_the_cli(checkpoint, capsys, monkeypatch):
-    text = "a b c\nd e f g h\n"
-    _, greedy, _ = run_cli(["translate", checkpoint, "--beam-size", "1"], capsys, monkeypatch, text)
-    _, batched, _ = run_cli(
-        ["translate", checkpoint, "--beam-size", "1", "--batch-size", "1"],
-        capsys,
-        monkeypatch,
-        text,
+    """`translate --beam-size 1` (the CLI's batched greedy search) against `beam_search` with a
+    beam of 1, called directly on one unpadded sentence at a time."""
+    from seqlab.data.batch import collate
+    from seqlab.decoding import beam_search
+    from seqlab.inference import load_translation_checkpoint
+
+    lines = ["a b c", "d e f g h", "b", "h g f e d c b a"]
+    code, out, _ = run_cli(
+        ["translate", checkpoint, "--beam-size", "1"], capsys, monkeypatch, "\n".join(lines) + "\n"
     )
-    assert greedy == batched
+    assert code == 0
+    model, recipe, src, tgt = load_translation_checkpoint(checkpoint)
+    d = recipe.decode
+    expected = []
+    for line in lines:
+        batch = collate([(src.vocab.encode(src.tokenizer.tokenize(line)), [])])
+        encoded = model.encode(batch.src, batch.src_mask)
+        (best,) = beam_search(
+            model.decoder, encoded, beam_size=1, bos_id=tgt.vocab.bos_id, eos_id=tgt.vocab.eos_id,
+            max_len_a=d.max_len_a, max_len_b=d.max_len_b, length_penalty=d.length_penalty,
+        )[0]  # fmt: skip
+        expected.append(tgt.tokenizer.detokenize(tgt.vocab.decode(list(best.tokens))))
+    assert out.splitlines() == expected
+    assert len(set(expected)) > 1  # the model says different things for different inputs
+
+
+def test_max_tokens_changes_batches_not_translations(checkpoint, capsys, monkeypatch):
+    text = "a b c\nd e f g h\n\nb\nh g f e d c b a\nc c\n"
+    _, default, _ = run_cli(["translate", checkpoint], capsys, monkeypatch, text)
+    code, budget, _ = run_cli(
+        ["translate", checkpoint, "--max-tokens", "6"], capsys, monkeypatch, text
+    )
+    assert code == 0 and budget == default and len(default.splitlines()) == 6
 
 
 def test_evaluate_prints_sacrebleu_signatures(checkpoint, tmp_path, capsys, monkeypatch):

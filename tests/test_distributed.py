@@ -259,6 +259,8 @@ def _worker(rank: int, world: int, port: int, out: Path) -> None:
     )  # fmt: skip
 
 
+# Two spawned ranks take about 30 s here (2 cores, most of it process start and gloo setup).
+@pytest.mark.slow
 def test_spawned_ranks(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import logging
 import os
 import re
 import shutil
-import sys
 import tempfile
 import tomllib
 from collections.abc import Callable
@@ -26,6 +26,8 @@ from urllib.parse import urlparse
 
 from seqlab.data.fetch import copy_verified, download, extract_member, sha256_file, unpack_gzip
 from seqlab.errors import ChecksumError, ConfigError, DataError
+
+logger = logging.getLogger(__name__)
 
 FORMATS = ("parallel", "tsv-pairs", "lines", "tsv-labelled")
 ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tar.xz")
@@ -319,7 +321,7 @@ def _fetch_file(
     source = mirror / f.mirror if mirror is not None else None
     if source is not None and source.is_file():
         if progress:
-            print(f"{manifest.name}/{f.path}: from mirror {source}", file=sys.stderr)
+            logger.info("%s/%s: from mirror %s", manifest.name, f.path, source)
         _from_mirror(source, f, dest)
     elif not f.downloadable:
         where = (
@@ -331,7 +333,7 @@ def _fetch_file(
         )
     else:
         if progress:
-            print(f"{manifest.name}/{f.path}: downloading {f.url}", file=sys.stderr)
+            logger.info("%s/%s: downloading %s", manifest.name, f.path, f.url)
         _from_url(f, dest, downloads(), progress)
     _write_stamp(dest, f.sha256)
 

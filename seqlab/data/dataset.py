@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +21,6 @@ import pyarrow.compute as pc
 
 from seqlab.data.tokenize import Tokenizer, tokenizer_from_config
 from seqlab.data.vocab import Vocab
-
-logging.getLogger("datasets").setLevel(logging.ERROR)
 
 
 def fingerprint(*parts: Any) -> str:

@@ -9,7 +9,7 @@ a line longer than the model accepts is truncated with a warning on stderr.
 from __future__ import annotations
 
 import json
-import sys
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +24,8 @@ from seqlab.data.vocab import Side, Vocab
 from seqlab.decoding.search import beam_search, greedy_search
 from seqlab.errors import CheckpointError
 from seqlab.models import build_model
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -69,9 +71,8 @@ class Translator:
         ids = self.src.vocab.encode(self.src.tokenizer.tokenize(line))
         limit = self.max_source_len
         if limit is not None and len(ids) + 1 > limit:
-            print(
-                f"warning: input line {number} has {len(ids)} tokens; truncated to {limit - 1}",
-                file=sys.stderr,
+            logger.warning(
+                "input line %d has %d tokens; truncated to %d", number, len(ids), limit - 1
             )
             ids = ids[: limit - 1]
         return ids

@@ -77,6 +77,7 @@ class TranslationTask(TrainingTask):
             pair_lengths(data.splits["train"]), recipe, rank=rank, world=world
         )
         self.train_rows = PairTable(data.splits["train"])
+        self.samples: list[tuple[str, str, str]] = []  # of the last validation
         self.collate = partial(
             collate,
             pad_id=data.src.vocab.pad_id,
@@ -150,7 +151,14 @@ class TranslationTask(TrainingTask):
         scores = corpus_scores([text for _, text in whole.outputs], references, tok_lc=True)
         metrics["bleu"] = scores["bleu"]["score"]
         metrics["bleu_tok_lc"] = scores["bleu_tok_lc"]["score"]
+        sources = self.data.splits["valid"].select(range(min(expected, 3)))["src"]
+        self.samples = [(s, h, r) for s, (_, h), r in zip(sources, whole.outputs, references)]
         return metrics
+
+    def validation_samples(self) -> list[tuple[str, str, str]]:
+        """(source, hypothesis, reference) of the last validation's first sentences, for the
+        trainer's TensorBoard text."""
+        return self.samples
 
     def _bleu_sentences(self) -> int:
         """How many validation sentences (the first ones) are translated for BLEU."""
