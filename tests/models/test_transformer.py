@@ -92,40 +92,6 @@ def test_reorder_commutes_with_step():
     torch.testing.assert_close(next_a, next_b, atol=1e-6, rtol=0)
 
 
-def test_expanded_state_keeps_one_memory_per_source_and_steps_as_per_row_states():
-    """Beam states: `expand(K)` shares each source's cross-attention K/V among its K rows.
-
-    Stepped side by side with per-row states (the encoded sources repeated K times), through a
-    beam-style reorder (rows stay with their source), a source dropped as a whole, and finally an
-    index that mixes sources (which must fall back to one memory row per decoder row), every
-    step's logits agree.
-    """
-    model = build()
-    src, mask, tgt_in = batch([5, 2, 4], tgt_len=5)
-    k = 2
-    with torch.no_grad():
-        encoded = model.encode(src, mask)
-        grouped = model.decoder.init_state(encoded).expand(k)
-        per_row = model.decoder.init_state(encoded.reorder(torch.arange(3).repeat_interleave(k)))
-        assert grouped.group == k and all(m.size(0) == 3 for m, _ in grouped.memory_kv)
-        tokens = tgt_in.repeat_interleave(k, dim=0)  # (B*k, T)
-        indices = [
-            torch.tensor([1, 0, 2, 2, 5, 4]),  # beams swap and copy within their source
-            torch.tensor([0, 1, 4, 5]),  # source 1 leaves
-            torch.tensor([3, 0, 2, 1]),  # rows of different sources mixed: no longer grouped
-        ]
-        for t in range(4):
-            logits_g, grouped = model.decoder.step(tokens[: grouped.batch_size, t], grouped)
-            logits_r, per_row = model.decoder.step(tokens[: per_row.batch_size, t], per_row)
-            torch.testing.assert_close(logits_g, logits_r, atol=1e-5, rtol=0)
-            if t == 0:  # within-source reorder: the memory tensors are kept, not copied
-                kept = grouped.reorder(indices[0])
-                assert all(a[0] is b[0] for a, b in zip(kept.memory_kv, grouped.memory_kv))
-            if t < len(indices):
-                grouped, per_row = grouped.reorder(indices[t]), per_row.reorder(indices[t])
-        assert grouped.group == 1 and grouped.memory_mask.mask.size(0) == 4
-
-
 def test_extra_source_padding_changes_nothing():
     model = build()
     src, mask, tgt_in = batch([4, 2], tgt_len=5)
