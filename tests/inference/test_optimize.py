@@ -263,3 +263,32 @@ def test_fully_padded_source_gives_a_zero_context_not_nan():
         )
     assert torch.isfinite(got).all()
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_translate_gives_the_same_lines_with_and_without_optimizing(
+    reverse_run_dir, capsys, monkeypatch
+):
+    """`seqlab translate` optimizes on CPU by default; `--no-optimize` searches the plain model."""
+    from tests.conftest import run_cli
+
+    checkpoint, text = reverse_run_dir / "best.pt", "a b c\n\nd e f g h\nb a\n"
+    outputs = []
+    for extra in ([], ["--no-optimize"]):
+        for beam in ("1", "3"):
+            args = ["translate", checkpoint, "--beam-size", beam, "--nbest", beam, *extra]
+            code, out, _ = run_cli(args, capsys, monkeypatch, text)
+            assert code == 0
+            outputs.append(out)
+    assert outputs[:2] == outputs[2:]
+
+
+def test_translator_searches_the_optimized_copy_and_leaves_the_model_as_it_was(reverse_run_dir):
+    from seqlab.inference import Translator
+
+    fast = Translator.from_checkpoint(reverse_run_dir / "best.pt")
+    plain = Translator.from_checkpoint(reverse_run_dir / "best.pt", optimize=False)
+    fast.model.train()
+    lines = ["a b c", "d e f g h"]
+    assert fast.translate(lines, beam_size=3) == plain.translate(lines, beam_size=3)
+    assert fast.model.training and fast._optimized is not None and plain._optimized is None
+    assert not any(isinstance(m, PackedLinear) for m in fast.model.modules())

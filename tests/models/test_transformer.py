@@ -190,3 +190,31 @@ def test_small_model_memorises_copy_pairs():
     with torch.no_grad():
         decoded = greedy(model, src, mask, max_len=8)
     assert decoded == [row[:n] for row, n in zip(src.tolist(), lens)]
+
+
+def test_state_dict_keys_are_those_of_earlier_checkpoints():
+    """Checkpoints saved before the layers became plain `nn.Linear` (issue 19) still load: a
+    one-layer model's keys, frozen from the code before that change."""
+    attn = [f"{p}_proj.{w}" for p in ("q", "k", "v", "out") for w in ("weight", "bias")]
+    ffn = [f"ffn.linear{i}.{w}" for i in (1, 2) for w in ("weight", "bias")]
+    norms = [f"norm{i}.{w}" for i in (1, 2, 3) for w in ("weight", "bias")]
+    enc, dec = "encoder.stack.layers.0.", "decoder.stack.layers.0."
+    frozen = {
+        "encoder.embedding.embed.weight",
+        "encoder.stack.final_norm.weight",
+        "encoder.stack.final_norm.bias",
+        *(enc + "self_attn." + k for k in attn),
+        *(enc + k for k in ffn + norms[:4]),
+        "decoder.embedding.embed.weight",
+        "decoder.output.weight",
+        "decoder.stack.final_norm.weight",
+        "decoder.stack.final_norm.bias",
+        *(dec + "self_attn." + k for k in attn),
+        *(dec + "cross_attn." + k for k in attn),
+        *(dec + k for k in ffn + norms),
+    }
+    tiny = TransformerConfig(
+        d_model=8, num_heads=2, num_encoder_layers=1, num_decoder_layers=1, d_ff=16, max_len=10
+    )
+    assert len(frozen) == 49
+    assert set(build_transformer(tiny, 7, 7).state_dict()) == frozen
