@@ -283,3 +283,22 @@ def test_translator_searches_the_optimized_copy_and_leaves_the_model_as_it_was(r
     assert fast.translate(lines, beam_size=3) == plain.translate(lines, beam_size=3)
     assert fast.model.training and fast._optimized is not None and plain._optimized is None
     assert not any(isinstance(m, PackedLinear) for m in fast.model.modules())
+
+
+@pytest.mark.parametrize("name", ["gru", "lstm-projected", "lstm-adaptive", "lstm-awd"])
+def test_language_models_optimize_to_the_same_greedy_text(name):
+    """The transform applies to any model (here: packed linears only): an LM's greedy
+    continuation and step logits are the plain model's."""
+    from seqlab.models.language_model import build_language_model
+    from tests.models.test_language_model import CONFIGS, V
+
+    torch.manual_seed(0)
+    lm = build_language_model(CONFIGS[name], V).eval()
+    fast = optimize_for_inference(lm, min_packed_size=0)
+    prompt = torch.randint(7, V, (2, 4), generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        hyps = [greedy_search(m, m.prime(prompt), bos_id=BOS, eos_id=EOS, max_len_b=6)
+                for m in (lm, fast)]  # fmt: skip
+        logits = [m.step(prompt[:, 0], m.init_state(m.prime(prompt)))[0] for m in (lm, fast)]
+    assert [h[0].tokens for h in hyps[0]] == [h[0].tokens for h in hyps[1]]
+    torch.testing.assert_close(logits[1], logits[0], atol=1e-5, rtol=1e-5)
