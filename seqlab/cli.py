@@ -163,7 +163,9 @@ def _translate(args: argparse.Namespace) -> int:
 
     from seqlab.inference import Translator
 
-    translator = Translator.from_checkpoint(args.checkpoint, device=args.device)
+    translator = Translator.from_checkpoint(
+        args.checkpoint, device=args.device, optimize=not args.no_optimize
+    )
     lines = _read_lines(args.input)
     plotted = _plotted_line(args, lines)
     nbest = max(args.nbest, 1)
@@ -470,6 +472,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--length-penalty", type=_number(0.0), help="GNMT alpha (default: the recipe's)"
     )
     translate.add_argument("--device", default="cpu")
+    translate.add_argument(
+        "--no-optimize",
+        action="store_true",
+        help="search on the plain model, without the CPU speed-ups of optimize_for_inference "
+        "(the same translations, slower; to compare, or to save the packed weights' memory)",
+    )
     translate.add_argument(
         "--attention-plot",
         metavar="FILE.png",

@@ -1,4 +1,4 @@
-"""Shared test settings: one thread, packed linears at every size, a private cache, and the corpus
+"""Shared test settings: one thread, a private cache, and the corpus
 mirror when the machine has one."""
 
 from __future__ import annotations
@@ -22,12 +22,7 @@ def pytest_configure(config):
     process mostly wait on each other (the suite runs about 3x faster so)."""
     import torch
 
-    from seqlab.layers import linear
-
     torch.set_num_threads(1)
-    # The suite's models are tiny: pack every weight in inference, so that the path full-size
-    # models take (`PackedLinear`'s packed products) is the one the model and search tests run.
-    linear.MIN_PACKED_SIZE = 0
 
 
 def corpus_mirror() -> Path | None:

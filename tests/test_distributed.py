@@ -26,7 +26,6 @@ from seqlab.checkpoint import load_checkpoint
 from seqlab.config import load_recipe
 from seqlab.distributed import DistContext, ShardResult, env_context, session
 from seqlab.errors import ConfigError
-from seqlab.layers import linear
 from seqlab.run import train_recipe
 from seqlab.train import Trainer
 from tests.test_train import FakeTask, fake_batches
@@ -235,7 +234,6 @@ def _worker(rank: int, world: int, port: int, out: Path) -> None:
         WORLD_SIZE=str(world), LOCAL_RANK=str(rank), TORCHELASTIC_USE_AGENT_STORE="True",
     )  # fmt: skip
     torch.set_num_threads(1)
-    linear.MIN_PACKED_SIZE = 0  # as the parent process runs (conftest): one linear path for both
     with session("cpu") as dist:
         # Parity: 2 ranks x 2 accumulated batches (no_sync on the first) vs 1 process x 4.
         _reverse_trainer(out / "ddp", dist, [*TINY, *PARITY_STEPS, "train.accumulate=2"]).fit()

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from seqlab.errors import ConfigError
+from seqlab.evaluation.lm_stream import read_stream
 from seqlab.evaluation.metrics import perplexity
 
 # Grave et al. tune theta and lambda on validation data; these grids cover their WikiText
@@ -74,8 +75,6 @@ def stream_outputs(model: nn.Module, stream: Tensor, batch_size: int, bptt: int)
     `model` is a language model with `run(tokens, state) -> (features, state)` and
     `nll(features, targets)` (`seqlab.models.language_model.RNNLanguageModel`).
     """
-    from seqlab.tasks.language_model import read_stream
-
     was_training = model.training
     model.eval()
     features, targets, log_prob = [], [], []

@@ -23,6 +23,7 @@ from seqlab.data.tokenize import tokenizer_from_config
 from seqlab.data.vocab import Side, Vocab
 from seqlab.decoding.search import beam_search, greedy_search
 from seqlab.errors import CheckpointError
+from seqlab.inference.optimize import optimize_for_inference
 from seqlab.models import build_model
 
 logger = logging.getLogger(__name__)
@@ -57,15 +58,36 @@ def side_from_payload(payload: dict) -> Side:
 class Translator:
     """Search over a `Seq2Seq`-style model (`.encode`, `.decoder`) with source/target sides."""
 
-    def __init__(self, model: nn.Module, src: Side, tgt: Side, decode: DecodeConfig | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        src: Side,
+        tgt: Side,
+        decode: DecodeConfig | None = None,
+        optimize: bool = True,
+    ):
+        """`optimize`: search on CPU with `optimize_for_inference(model)` (the same outputs,
+        faster; it shares the model's weights and leaves the model as it is)."""
         self.model, self.src, self.tgt = model, src, tgt
         self.decode = decode or DecodeConfig()
         self.max_source_len: int | None = getattr(model, "max_source_len", None)
+        self.optimize = optimize
+        self._optimized: nn.Module | None = None
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> Translator:
+    def from_checkpoint(
+        cls, path: str | Path, device: str | torch.device = "cpu", optimize: bool = True
+    ) -> Translator:
         model, recipe, src, tgt = load_translation_checkpoint(path, device)
-        return cls(model, src, tgt, recipe.decode)
+        return cls(model, src, tgt, recipe.decode, optimize)
+
+    def _searched(self, device: torch.device) -> nn.Module:
+        """The model search runs: on CPU (unless turned off) its optimized copy, made once."""
+        if not self.optimize or device.type != "cpu":
+            return self.model
+        if self._optimized is None:
+            self._optimized = optimize_for_inference(self.model)
+        return self._optimized
 
     def encode_line(self, line: str, number: int) -> list[int]:
         ids = self.src.vocab.encode(self.src.tokenizer.tokenize(line))
@@ -108,9 +130,10 @@ class Translator:
         """One list of up to `nbest` translations per input line (empty for an empty line)."""
         d = self.decode
         beam_size = beam_size or d.beam_size
-        was_training = self.model.training
-        self.model.eval()
         device = next(self.model.parameters()).device
+        model = self._searched(device)
+        was_training = model.training
+        model.eval()
         ids = [self.encode_line(line, n) if line.strip() else [] for n, line in enumerate(lines, 1)]
         results: list[list[Translation]] = [[] for _ in lines]
         for batch in self.batches(ids, batch_size or d.batch_size, max_tokens):
@@ -119,15 +142,25 @@ class Translator:
                 pad_id=self.src.vocab.pad_id,
                 eos_id=self.src.vocab.eos_id,
             ).to(device)
-            encoded = self.model.encode(collated.src, collated.src_mask)
-            for i, hyps in zip(batch, self.search(encoded, beam_size, nbest, length_penalty)):
+            encoded = model.encode(collated.src, collated.src_mask)
+            hyps_of = self.search(encoded, beam_size, nbest, length_penalty, model)
+            for i, hyps in zip(batch, hyps_of):
                 results[i] = [self.detokenize(h) for h in hyps]
             if progress is not None:
                 progress.update(len(batch))
-        self.model.train(was_training)
+        model.train(was_training)
         return results
 
-    def search(self, encoded, beam_size: int, nbest: int, length_penalty: float | None):
+    def search(
+        self,
+        encoded,
+        beam_size: int,
+        nbest: int,
+        length_penalty: float | None,
+        model: nn.Module | None = None,
+    ):
+        """Search over `encoded` with `model` (default: the translator's own)."""
+        model = self.model if model is None else model
         d, vocab = self.decode, self.tgt.vocab
         common = {
             "bos_id": vocab.bos_id,
@@ -137,9 +170,9 @@ class Translator:
             "max_len": getattr(self.model, "max_target_len", None),
         }
         if beam_size == 1 and nbest == 1:
-            return greedy_search(self.model.decoder, encoded, **common)
+            return greedy_search(model.decoder, encoded, **common)
         return beam_search(
-            self.model.decoder,
+            model.decoder,
             encoded,
             beam_size=beam_size,
             nbest=nbest,

@@ -1,5 +1,6 @@
-"""Reusable building blocks: attention, recurrent cells and layers, embeddings, Transformer layers,
-and the packed linear layer they are built from.
+"""Reusable building blocks: attention, recurrent cells and layers, embeddings, Transformer layers.
+Plain PyTorch: CPU inference speed-ups are applied to a built model by
+`seqlab.inference.optimize.optimize_for_inference`, never switched on inside a layer.
 
 Layers take plain numbers and sub-modules (never a recipe config), so they can be imported into
 other projects on their own: `from seqlab.layers import MultiHeadAttention`.
@@ -8,7 +9,6 @@ other projects on their own: `from seqlab.layers import MultiHeadAttention`.
 from seqlab.layers.attention import (
     AdditiveAttention,
     DotProductAttention,
-    KeyMask,
     MultiHeadAttention,
     causal_mask,
     masked_softmax,
@@ -19,7 +19,6 @@ from seqlab.layers.embedding import (
     SinusoidalPositionalEncoding,
     TokenEmbedding,
 )
-from seqlab.layers.linear import PackedLinear, fused_linears, packing
 from seqlab.layers.recurrent import DirectionBridge, Recurrent
 from seqlab.layers.transformer import (
     PositionwiseFeedForward,
@@ -34,11 +33,9 @@ __all__ = [
     "DirectionBridge",
     "DotProductAttention",
     "GRUCell",
-    "KeyMask",
     "LSTMCell",
     "LearnedPositionalEmbedding",
     "MultiHeadAttention",
-    "PackedLinear",
     "PositionwiseFeedForward",
     "RNNCell",
     "Recurrent",
@@ -49,7 +46,5 @@ __all__ = [
     "TransformerEncoderLayer",
     "TransformerEncoderStack",
     "causal_mask",
-    "fused_linears",
     "masked_softmax",
-    "packing",
 ]

@@ -16,13 +16,10 @@ A (additive attention size), E (model size of multi-head attention), h (heads), 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
-from seqlab.layers.linear import PackedLinear, fused_linears
 
 
 def _allowed_keys(valid: Tensor, scores: Tensor) -> Tensor:
@@ -83,9 +80,9 @@ class AdditiveAttention(nn.Module):
 
     def __init__(self, query_size: int, key_size: int, num_hiddens: int, dropout: float = 0.0):
         super().__init__()
-        self.W_q = PackedLinear(query_size, num_hiddens, bias=False)
-        self.W_k = PackedLinear(key_size, num_hiddens, bias=False)
-        self.w_v = PackedLinear(num_hiddens, 1, bias=False)
+        self.W_q = nn.Linear(query_size, num_hiddens, bias=False)
+        self.W_k = nn.Linear(key_size, num_hiddens, bias=False)
+        self.w_v = nn.Linear(num_hiddens, 1, bias=False)
         self.dropout = nn.Dropout(dropout)
 
     def project_keys(self, keys: Tensor) -> Tensor:
@@ -150,45 +147,6 @@ class DotProductAttention(nn.Module):
         return (context, weights) if need_weights else context
 
 
-@dataclass(frozen=True)
-class KeyMask:
-    """A key padding mask prepared once for many `MultiHeadAttention.attend` calls over the same
-    keys (a decoder stepping over one source: every layer, every step).
-
-    Building it does the work a plain (B, S) mask costs on every call: broadcasting for SDPA and
-    finding rows without any real key (which must get a zero context instead of NaN).
-
-    Attributes:
-        mask: (B, S) bool, the mask it was prepared from: True at real keys.
-        allowed: (B, 1, 1, S) bool, True at real keys; all True in rows without a real key.
-            None when every key is real (no padding: SDPA then needs no mask at all).
-        empty: (B, 1, 1, 1) bool, True at rows without a real key; None when there are none.
-    """
-
-    mask: Tensor
-    allowed: Tensor | None
-    empty: Tensor | None
-
-    @classmethod
-    def prepare(cls, key_mask: Tensor) -> KeyMask:
-        """key_mask (B, S) bool, True at real keys."""
-        if bool(key_mask.all()):
-            return cls(key_mask, None, None)
-        allowed = key_mask[:, None, None, :]  # (B, 1, 1, S)
-        nonempty = allowed.any(dim=-1, keepdim=True)  # (B, 1, 1, 1)
-        if bool(nonempty.all()):
-            return cls(key_mask, allowed, None)
-        return cls(key_mask, allowed | ~nonempty, ~nonempty)
-
-    def rows(self, index: Tensor) -> KeyMask:
-        """Rows `index` (B',)."""
-
-        def pick(t: Tensor | None) -> Tensor | None:
-            return None if t is None else t.index_select(0, index)
-
-        return KeyMask(self.mask.index_select(0, index), pick(self.allowed), pick(self.empty))
-
-
 def _sdpa_masked(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor | None, p: float) -> Tensor:
     """SDPA with a bool mask; queries with no allowed key get a zero context instead of NaN."""
     if allowed is None:
@@ -197,12 +155,6 @@ def _sdpa_masked(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor | None, p: flo
     safe = allowed | ~nonempty  # such rows attend anywhere, then are zeroed
     context = F.scaled_dot_product_attention(q, k, v, attn_mask=safe, dropout_p=p)
     return context.masked_fill(~nonempty, 0.0)  # (B, h, Q, d)
-
-
-def _sdpa_prepared(q: Tensor, k: Tensor, v: Tensor, mask: KeyMask, p: float) -> Tensor:
-    """SDPA with a `KeyMask`: the same result as `_sdpa_masked` with its (B, S) mask."""
-    context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.allowed, dropout_p=p)
-    return context if mask.empty is None else context.masked_fill(mask.empty, 0.0)
 
 
 def _explicit_attention(
@@ -260,10 +212,10 @@ class MultiHeadAttention(nn.Module):
         self.num_heads = num_heads
         self.head_dim = d_model // num_heads
         self.dropout = dropout
-        self.q_proj = PackedLinear(d_model, d_model, bias=bias)
-        self.k_proj = PackedLinear(kdim or d_model, d_model, bias=bias)
-        self.v_proj = PackedLinear(vdim or d_model, d_model, bias=bias)
-        self.out_proj = PackedLinear(d_model, d_model, bias=bias)
+        self.q_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.k_proj = nn.Linear(kdim or d_model, d_model, bias=bias)
+        self.v_proj = nn.Linear(vdim or d_model, d_model, bias=bias)
+        self.out_proj = nn.Linear(d_model, d_model, bias=bias)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -290,15 +242,8 @@ class MultiHeadAttention(nn.Module):
         causal: bool = False,
         need_weights: bool = False,
     ) -> Tensor | tuple[Tensor, Tensor]:
-        """Project keys and values, then `attend`. query (B, Q, E), key/value (B, S, kdim/vdim).
-
-        Self-attention (one tensor as query, key and value) projects all three with
-        `project_qkv`: one product in CPU inference, and one packed copy of the weights.
-        """
-        if query is key and key is value:
-            q, k, v = self.project_qkv(query)  # (B, h, Q, d) each
-            return self.attend_heads(q, k, v, key_mask, causal, need_weights)
-        k, v = self.project_kv(key, value)
+        """Project keys and values, then `attend`. query (B, Q, E), key/value (B, S, kdim/vdim)."""
+        k, v = self.project_kv(key, value)  # (B, h, S, d) each
         return self.attend(query, k, v, key_mask, causal, need_weights)
 
     def attend(
@@ -306,7 +251,7 @@ class MultiHeadAttention(nn.Module):
         query: Tensor,
         k: Tensor,
         v: Tensor,
-        key_mask: Tensor | KeyMask | None = None,
+        key_mask: Tensor | None = None,
         causal: bool = False,
         need_weights: bool = False,
     ) -> Tensor | tuple[Tensor, Tensor]:
@@ -315,49 +260,21 @@ class MultiHeadAttention(nn.Module):
         Args:
             query: (B, Q, E).
             k, v: (B, h, S, d) from `project_kv` (or a cache of them).
-            key_mask: (B, S) bool, True at real keys, or the same as a `KeyMask` prepared once
-                for many calls; masked keys get weight 0 and a query with no real key gets a
-                zero context (before the output projection), never NaN.
+            key_mask: (B, S) bool, True at real keys; masked keys get weight 0 and a query with
+                no real key gets a zero context (before the output projection), never NaN.
             causal: query i sees keys j <= i + (S - Q) only (see `causal_mask`).
             need_weights: use the explicit softmax path and also return the weights.
 
         Returns:
             output (B, Q, E), or (output, weights (B, h, Q, S)) when `need_weights`.
         """
+        batch, num_queries, _ = query.shape
         q = self._split_heads(self.q_proj(query))  # (B, h, Q, d)
-        return self.attend_heads(q, k, v, key_mask, causal, need_weights)
-
-    def project_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Self-attention: x (B, T, E) -> per-head (q, k, v), each (B, h, T, d).
-
-        The same values as `q_proj`, `project_kv`; in CPU inference one product computes all
-        three (`fused_linears`), which is what a decoder step does with its one new position.
-        """
-        # keys and values first, as `forward` projected them before: in training (three plain
-        # products) the order of the calls changes the last bits of MKL's results
-        k, v, q = fused_linears((self.k_proj, self.v_proj, self.q_proj), x)  # (B, T, E) each
-        return self._split_heads(q), self._split_heads(k), self._split_heads(v)
-
-    def attend_heads(
-        self,
-        q: Tensor,
-        k: Tensor,
-        v: Tensor,
-        key_mask: Tensor | KeyMask | None = None,
-        causal: bool = False,
-        need_weights: bool = False,
-    ) -> Tensor | tuple[Tensor, Tensor]:
-        """`attend` with the queries already projected: q (B, h, Q, d) -> output (B, Q, E)."""
-        batch, _, num_queries, _ = q.shape
         p = self.dropout if self.training else 0.0
         weights = None
-        if isinstance(key_mask, KeyMask) and not causal and not need_weights:
-            context = _sdpa_prepared(q, k, v, key_mask, p)  # (B, h, Q, d)
-        elif causal and key_mask is None and num_queries == k.size(2) and not need_weights:
+        if causal and key_mask is None and num_queries == k.size(2) and not need_weights:
             context = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
         else:
-            if isinstance(key_mask, KeyMask):
-                key_mask = key_mask.mask  # (B, S)
             allowed = self._allowed(key_mask, causal, num_queries, k.size(2), q.device)
             if need_weights:
                 context, weights = _explicit_attention(q, k, v, allowed, p)  # (B, h, Q, d)

@@ -1,9 +1,5 @@
-"""Output layers over the vocabulary: the models' logits layer, and an adaptive softmax that runs
-under bf16 autocast.
-
-`OutputProjection` is `seqlab.layers.linear.PackedLinear`: decoding multiplies a few rows
-(batch x beams) by the large (V, H) weight at every step, the costliest product of a step, and the
-packed copy makes it several times faster on CPU.
+"""An adaptive softmax over the vocabulary that runs under bf16 autocast (the models' plain logits
+layer is an `nn.Linear`).
 
 `AdaptiveSoftmax` is torch's `nn.AdaptiveLogSoftmaxWithLoss` (Grave et al. 2017) with the same
 parameters, whose forward and `log_prob` keep their matrix products in the autocast dtype and
@@ -16,11 +12,6 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-
-from seqlab.layers.linear import PackedLinear
-
-# The vocabulary head of seqlab's models: a `PackedLinear`, under the name it was introduced with.
-OutputProjection = PackedLinear
 
 
 class AdaptiveSoftmax(nn.AdaptiveLogSoftmaxWithLoss):

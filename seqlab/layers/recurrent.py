@@ -27,7 +27,6 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from seqlab.layers.cells import gru_step, lstm_step, rnn_step
-from seqlab.layers.linear import PackedLinear
 
 FUSED = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 State = Tensor | tuple[Tensor, Tensor]  # (B, H) or LSTM (h, c), inside one direction of one layer
@@ -229,10 +228,10 @@ class DirectionBridge(nn.Module):
     def __init__(self, num_layers: int, hidden_size: int, lstm: bool = False):
         super().__init__()
         self.hidden = nn.ModuleList(
-            PackedLinear(2 * hidden_size, hidden_size) for _ in range(num_layers)
+            nn.Linear(2 * hidden_size, hidden_size) for _ in range(num_layers)
         )
         self.cell = (
-            nn.ModuleList(PackedLinear(2 * hidden_size, hidden_size) for _ in range(num_layers))
+            nn.ModuleList(nn.Linear(2 * hidden_size, hidden_size) for _ in range(num_layers))
             if lstm
             else None
         )

@@ -19,35 +19,11 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from seqlab.layers.attention import KeyMask, MultiHeadAttention
-from seqlab.layers.linear import PackedLinear
+from seqlab.layers.attention import MultiHeadAttention
 
 KV = tuple[Tensor, Tensor]  # per-head keys and values, each (B, h, S or t, d)
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU}
-
-
-def append_position(cache: Tensor, new: Tensor, rows: Tensor | None = None) -> Tensor:
-    """A self-attention cache one position longer, in one copy.
-
-    Args:
-        cache: (B0, h, t, d) keys or values of t positions.
-        new: (B, h, 1, d) the next position of every row.
-        rows: (B,) which cache row each row continues (beam search reorders rows); None: row i.
-
-    Returns:
-        (B, h, t+1, d): cache[rows] then new, written into one new tensor (never into `cache`,
-        so earlier states stay valid).
-    """
-    batch, heads, _, dim = new.shape
-    t = cache.size(2)
-    out = new.new_empty(batch, heads, t + 1, dim)
-    if rows is None:
-        out[:, :, :t] = cache
-    else:
-        torch.index_select(cache, 0, rows, out=out[:, :, :t])
-    out[:, :, t:] = new
-    return out
 
 
 class PositionwiseFeedForward(nn.Module):
@@ -64,10 +40,10 @@ class PositionwiseFeedForward(nn.Module):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation {activation!r} is not one of {sorted(ACTIVATIONS)}")
-        self.linear1 = PackedLinear(d_model, d_ff)
+        self.linear1 = nn.Linear(d_model, d_ff)
         self.activation = ACTIVATIONS[activation]()
         self.dropout = nn.Dropout(dropout)
-        self.linear2 = PackedLinear(d_ff, d_model)
+        self.linear2 = nn.Linear(d_ff, d_model)
         for linear in (self.linear1, self.linear2):
             nn.init.xavier_uniform_(linear.weight)
             nn.init.zeros_(linear.bias)
@@ -184,38 +160,21 @@ class TransformerDecoderLayer(_Residual):
         return weights  # (B, h, T, S)
 
     def step(
-        self,
-        x: Tensor,
-        self_kv_cache: KV,
-        memory_kv: KV,
-        memory_mask: Tensor | KeyMask,
-        group: int = 1,
-        cache_rows: Tensor | None = None,
+        self, x: Tensor, self_kv_cache: KV, memory_kv: KV, memory_mask: Tensor
     ) -> tuple[Tensor, KV]:
         """One new position. x (B, 1, H), self_kv_cache (B, h, t, d) each -> (y (B, 1, H), cache
         (B, h, t+1, d) each). The single query is the last position: no causal mask is needed.
-
-        `cache_rows` (B,): row i of x continues cache row cache_rows[i] (a pending beam reorder;
-        the cache then has B0 rows); None means row i.
-
-        `group` > 1: memory_kv (B / group, h, S, d) and memory_mask (B / group, S) hold one row
-        per source for `group` consecutive rows of x (the beams of one source); those rows
-        become `group` queries of one cross-attention over their source.
         """
         h = self._pre(x, self.norm1)
-        q, k_new, v_new = self.self_attn.project_qkv(h)  # (B, h, 1, d) each
-        k = append_position(self_kv_cache[0], k_new, cache_rows)  # (B, h, t+1, d)
-        v = append_position(self_kv_cache[1], v_new, cache_rows)  # (B, h, t+1, d)
-        x = self._post(x, self.self_attn.attend_heads(q, k, v), self.norm1)
-        return self._cross_and_ffn(x, memory_kv, memory_mask, group), (k, v)
+        k_new, v_new = self.self_attn.project_kv(h, h)  # (B, h, 1, d) each
+        k = torch.cat([self_kv_cache[0], k_new], dim=2)  # (B, h, t+1, d)
+        v = torch.cat([self_kv_cache[1], v_new], dim=2)  # (B, h, t+1, d)
+        x = self._post(x, self.self_attn.attend(h, k, v), self.norm1)
+        return self._cross_and_ffn(x, memory_kv, memory_mask), (k, v)
 
-    def _cross_and_ffn(
-        self, x: Tensor, memory_kv: KV, memory_mask: Tensor | KeyMask, group: int = 1
-    ) -> Tensor:
+    def _cross_and_ffn(self, x: Tensor, memory_kv: KV, memory_mask: Tensor) -> Tensor:
         h = self._pre(x, self.norm2)  # (B, T, H)
-        queries = h if group == 1 else h.reshape(-1, group * h.size(1), h.size(2))  # (Bs, gT, H)
-        y = self.cross_attn.attend(queries, *memory_kv, key_mask=memory_mask)
-        x = self._post(x, y.view_as(h), self.norm2)
+        x = self._post(x, self.cross_attn.attend(h, *memory_kv, key_mask=memory_mask), self.norm2)
         return self._post(x, self.ffn(self._pre(x, self.norm3)), self.norm3)
 
 
@@ -304,16 +263,11 @@ class TransformerDecoderStack(nn.Module):
         x: Tensor,
         caches: tuple[KV, ...],
         memory_kv: tuple[KV, ...],
-        memory_mask: Tensor | KeyMask,
-        group: int = 1,
-        cache_rows: Tensor | None = None,
+        memory_mask: Tensor,
     ) -> tuple[Tensor, tuple[KV, ...]]:
-        """One position: x (B, 1, H) -> (y (B, 1, H), caches one position longer).
-
-        `group`, `cache_rows`: see `TransformerDecoderLayer.step`.
-        """
+        """One position: x (B, 1, H) -> (y (B, 1, H), caches one position longer)."""
         new_caches = []
         for layer, cache, kv in zip(self.layers, caches, memory_kv, strict=True):
-            x, cache = layer.step(x, cache, kv, memory_mask, group, cache_rows)
+            x, cache = layer.step(x, cache, kv, memory_mask)
             new_caches.append(cache)
         return self.final_norm(x), tuple(new_caches)

@@ -19,7 +19,6 @@ import torch
 from torch import Tensor, nn
 
 from seqlab.layers.embedding import LearnedPositionalEmbedding, TokenEmbedding
-from seqlab.layers.linear import PackedLinear
 from seqlab.layers.transformer import ACTIVATIONS, TransformerEncoderStack
 
 PAD_ID = 0  # seqlab vocabularies fix <pad> at id 0 (see seqlab/data/vocab.py)
@@ -113,7 +112,7 @@ class MaskedLMHead(nn.Module):
     def __init__(self, embedding: nn.Parameter, activation: str):
         super().__init__()
         vocab_size, d_model = embedding.shape
-        self.dense = PackedLinear(d_model, d_model)
+        self.dense = nn.Linear(d_model, d_model)
         self.activation = ACTIVATIONS[activation]()
         self.norm = nn.LayerNorm(d_model)
         self.weight = embedding  # tied: the same Parameter as the token embedding
@@ -149,9 +148,9 @@ class BertModel(nn.Module):
             c.activation,
             c.attention_dropout,
         )
-        self.pooler = nn.Sequential(PackedLinear(c.d_model, c.d_model), nn.Tanh())
+        self.pooler = nn.Sequential(nn.Linear(c.d_model, c.d_model), nn.Tanh())
         self.mlm_head = MaskedLMHead(self.embeddings.token.weight, c.activation)
-        self.nsp_head = PackedLinear(c.d_model, 2)
+        self.nsp_head = nn.Linear(c.d_model, 2)
 
     def encode(self, tokens: Tensor, segments: Tensor, mask: Tensor) -> Tensor:
         """Contextual vectors. tokens, segments (B, T) ids; mask (B, T) bool, True at real
@@ -193,7 +192,7 @@ class BertClassifier(nn.Module):
         super().__init__()
         self.bert = bert
         self.dropout = nn.Dropout(dropout)
-        self.classifier = PackedLinear(bert.config.d_model, num_classes)
+        self.classifier = nn.Linear(bert.config.d_model, num_classes)
 
     def forward(self, tokens: Tensor, segments: Tensor, mask: Tensor) -> Tensor:
         """tokens, segments (B, T), mask (B, T) -> logits (B, C)."""

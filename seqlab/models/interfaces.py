@@ -15,9 +15,9 @@ Why these contracts exist: `greedy_search`, `beam_search` and `sample` are writt
 `Decoder` alone. An RNN decoder with Bahdanau attention, a Transformer decoder and a language model
 all satisfy it, so search never asks which model it decodes. Decoder state is passed in and
 returned (never kept on the module), and every tensor in a state is batch-first, so a single generic
-`select_rows` implements beam reordering and beam expansion for every decoder. A state may override
-`reorder` and `expand` to do less work: `TransformerState` keeps one copy of the cross-attention
-keys/values per source instead of one per beam.
+`select_rows` implements beam reordering and beam expansion for every decoder. Every model's own
+state is reordered so; a state may override `reorder` and `expand` to do less work, which only
+the inference transform does (`seqlab.inference.optimize`: beams that share their source).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def _map_rows(
 
     Works on tensors, tuples/lists, frozen dataclasses (recursively) and None; other values (ints,
     strings) are kept. A nested `DecoderState` is handed to `on_state`, so a state that reorders
-    itself in its own way (`TransformerState`) still does so inside a wrapping state.
+    itself in its own way (`GroupedTransformerState`) still does so inside a wrapping state.
     """
     if value is None:
         return value

@@ -24,7 +24,6 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from seqlab.errors import ConfigError
-from seqlab.layers.linear import PackedLinear
 from seqlab.layers.projection import AdaptiveSoftmax
 from seqlab.layers.recurrent import Recurrent
 from seqlab.layers.regularization import (
@@ -247,12 +246,12 @@ def _output_layer(
     if cutoffs is not None:
         return AdaptiveSoftmax(hidden, vocab_size, list(cutoffs), div_value=4.0)
     if tied is None:
-        return PackedLinear(hidden, vocab_size)
-    out = PackedLinear(tied.embedding_dim, vocab_size)
+        return nn.Linear(hidden, vocab_size)
+    out = nn.Linear(tied.embedding_dim, vocab_size)
     out.weight = tied.weight
     if hidden == tied.embedding_dim:
         return out
-    return nn.Sequential(PackedLinear(hidden, tied.embedding_dim), out)
+    return nn.Sequential(nn.Linear(hidden, tied.embedding_dim), out)
 
 
 def _validate(config: LMConfig, vocab_size: int) -> None:

@@ -27,7 +27,6 @@ from torch import Tensor, nn
 
 from seqlab.errors import ConfigError
 from seqlab.layers.attention import AdditiveAttention
-from seqlab.layers.linear import PackedLinear
 from seqlab.layers.recurrent import DirectionBridge, Recurrent
 from seqlab.models.interfaces import DecoderState, Encoded, at_rows
 from seqlab.models.seq2seq import Seq2Seq
@@ -289,12 +288,12 @@ class AttentionRNNDecoder(_RecurrentDecoder):
 def _output_layer(in_features: int, vocab_size: int, tied: nn.Embedding | None) -> nn.Module:
     """Linear(F -> V); when tied, Linear(F -> E) then the embedding table as the (V, E) weight."""
     if tied is None:
-        return PackedLinear(in_features, vocab_size)
-    out = PackedLinear(tied.embedding_dim, vocab_size)
+        return nn.Linear(in_features, vocab_size)
+    out = nn.Linear(tied.embedding_dim, vocab_size)
     out.weight = tied.weight
     if in_features == tied.embedding_dim:
         return out
-    return nn.Sequential(PackedLinear(in_features, tied.embedding_dim), out)
+    return nn.Sequential(nn.Linear(in_features, tied.embedding_dim), out)
 
 
 def _validate(config: RNNSeq2SeqConfig, src_vocab_size: int, tgt_vocab_size: int) -> None:

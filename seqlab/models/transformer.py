@@ -5,12 +5,9 @@ the layers in `seqlab/layers`. The decoder satisfies the `Decoder` protocol of `
 `init_state` projects the encoder memory into cross-attention keys/values once per source, and each
 `step` appends one position to every layer's self-attention cache.
 
-Beam search runs K decoder rows per source, and all K attend to the same source. So
-`TransformerState` keeps the cross-attention keys/values once per source, not once per row: its
-`expand` and `reorder` touch only the self-attention caches while the rows of each source stay
-together, and in `step` the K rows of a source become K queries of one cross-attention (as
-fairseq's `MultiheadAttention` does with `beam_size`). That saves copying every layer's source
-keys/values at every step; `benchmarks/decode_throughput.py` measures it.
+The state is plain: every tensor batch-first, one row per decoder row, so the generic
+`select_rows` reorders it. `seqlab.inference.optimize.optimize_for_inference` swaps in a decoder
+that shares the cross-attention keys/values among a source's beams, a speed trick kept out of here.
 """
 
 from __future__ import annotations
@@ -19,19 +16,16 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
-import torch
 from torch import Tensor, nn
 
 from seqlab.errors import ConfigError
-from seqlab.layers.attention import KeyMask
 from seqlab.layers.embedding import (
     LearnedPositionalEmbedding,
     SinusoidalPositionalEncoding,
     TokenEmbedding,
 )
-from seqlab.layers.linear import PackedLinear
 from seqlab.layers.transformer import KV, TransformerDecoderStack, TransformerEncoderStack
-from seqlab.models.interfaces import DecoderState, Encoded, at_rows, select_rows
+from seqlab.models.interfaces import DecoderState, Encoded, at_rows
 from seqlab.models.seq2seq import Seq2Seq
 
 PAD_ID = 0  # seqlab vocabularies fix <pad> at id 0 (see seqlab/data/vocab.py)
@@ -85,74 +79,19 @@ class TransformerConfig:
 
 @dataclass(frozen=True)
 class TransformerState(DecoderState):
-    """Decoder state between steps.
-
-    N decoder rows share Bs = N / group source rows: rows [i*group, (i+1)*group) are the beams of
-    source i. `group` is 1 until `expand` makes beams. Reordering is lazy for the self-attention
-    caches: `self_rows` records which cached row each decoder row continues, and the next `step`
-    gathers those rows while it appends the new position (one copy per step instead of two).
+    """Decoder state between steps; the generic `select_rows` reorders and expands it.
 
     Attributes:
-        memory_kv: per layer cross-attention (k, v), each (Bs, h, S, d), from init_state.
-        self_kv: per layer self-attention cache (k, v), each (N0, h, t, d); t = position.
-        memory_mask: the (Bs, S) source mask, True at real tokens, prepared once for every
-            layer's cross-attention at every step.
+        memory_kv: per layer cross-attention (k, v), each (B, h, S, d), from init_state.
+        self_kv: per layer self-attention cache (k, v), each (B, h, t, d); t = position.
+        memory_mask: (B, S) bool source mask, True at real tokens.
         position: t, the position of the next input token (the same for every row).
-        group: decoder rows per source row.
-        self_rows: (N,) long, the cache row of each decoder row; None when they are the same
-            (N = N0, row i is cache row i).
     """
 
     memory_kv: tuple[KV, ...]
     self_kv: tuple[KV, ...]
-    memory_mask: KeyMask
+    memory_mask: Tensor
     position: int = 0
-    group: int = 1
-    self_rows: Tensor | None = None
-
-    @property
-    def batch_size(self) -> int:
-        """N, the number of decoder rows."""
-        if self.self_rows is not None:
-            return self.self_rows.numel()
-        return self.memory_mask.mask.size(0) * self.group
-
-    def _rows(self, index: Tensor) -> Tensor:
-        """Cache rows (N',) of the decoder rows `index` (N',)."""
-        return index if self.self_rows is None else self.self_rows.index_select(0, index)
-
-    def expand(self, repeats: int) -> TransformerState:
-        """Each row becomes `repeats` rows; nothing is copied until the next step."""
-        index = torch.arange(self.batch_size, device=self.memory_mask.mask.device)
-        rows = self._rows(index.repeat_interleave(repeats))  # (N * repeats,)
-        return dataclasses.replace(self, group=self.group * repeats, self_rows=rows)
-
-    def reorder(self, index: Tensor) -> TransformerState:
-        """Rows `index` (N',). When every group of `group` new rows comes from one source (beam
-        search reordering beams, or dropping whole sources), the source keys/values are only
-        indexed per source, or kept as they are; any other index gives one source row per row.
-        """
-        lazy = dataclasses.replace(self, self_rows=self._rows(index))
-        sources = index // self.group  # (N',) source row of each new row
-        if self.group > 1 and index.numel() % self.group == 0:
-            grouped = sources.view(-1, self.group)  # (Bs', group)
-            kept = grouped[:, 0]  # (Bs',)
-            if index.numel() == self.batch_size:  # the common beam step: same sources, in order
-                same = torch.arange(kept.numel(), device=index.device).unsqueeze(1)  # (Bs, 1)
-                if bool((grouped == same).all()):
-                    return lazy
-            if bool((grouped == kept.unsqueeze(1)).all()):
-                return dataclasses.replace(
-                    lazy,
-                    memory_kv=select_rows(self.memory_kv, kept),
-                    memory_mask=self.memory_mask.rows(kept),
-                )
-        return dataclasses.replace(
-            lazy,
-            memory_kv=select_rows(self.memory_kv, sources),
-            memory_mask=self.memory_mask.rows(sources),
-            group=1,
-        )
 
 
 class TransformerEncoder(nn.Module):
@@ -223,7 +162,7 @@ class TransformerDecoder(nn.Module):
         return TransformerState(
             memory_kv=self.stack.project_memory(encoded.memory),
             self_kv=self.stack.empty_cache(encoded.batch_size, encoded.memory),
-            memory_mask=KeyMask.prepare(encoded.mask),
+            memory_mask=encoded.mask,
             position=0,
         )
 
@@ -231,14 +170,9 @@ class TransformerDecoder(nn.Module):
         """tokens (B,) previous outputs (BOS first) -> (logits (B, V), state one position on)."""
         x = self.embedding(tokens.unsqueeze(1))  # (B, 1, H)
         x = self.positional(x, state.position)  # (B, 1, H)
-        y, self_kv = self.stack.step(
-            x, state.self_kv, state.memory_kv, state.memory_mask, state.group, state.self_rows
-        )
+        y, self_kv = self.stack.step(x, state.self_kv, state.memory_kv, state.memory_mask)
         logits = self.output(y.squeeze(1))  # (B, V)
-        after = dataclasses.replace(
-            state, self_kv=self_kv, position=state.position + 1, self_rows=None
-        )
-        return logits, after
+        return logits, dataclasses.replace(state, self_kv=self_kv, position=state.position + 1)
 
 
 class TransformerSeq2Seq(Seq2Seq):
@@ -293,7 +227,7 @@ def build_transformer(
         if config.share_embeddings
         else TokenEmbedding(tgt_vocab_size, d_model, padding_idx=PAD_ID)
     )
-    output = PackedLinear(d_model, tgt_vocab_size, bias=False)
+    output = nn.Linear(d_model, tgt_vocab_size, bias=False)
     if config.tie_output:
         output.weight = tgt_embedding.weight
     else:

@@ -24,7 +24,6 @@ import json
 import logging
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
@@ -32,9 +31,10 @@ import torch
 from torch import Tensor, nn
 
 from seqlab.config import LanguageModelData, Recipe
-from seqlab.data.batch import TensorBatch
+from seqlab.data.lm_stream import LMBatch, sequential_batches
 from seqlab.distributed import ShardResult, resolve_device
 from seqlab.errors import ConfigError, DataError
+from seqlab.evaluation.lm_stream import read_stream
 from seqlab.evaluation.metrics import perplexity
 from seqlab.inference import side_to_payload
 from seqlab.models import build_model
@@ -43,45 +43,6 @@ from seqlab.tasks.language_model_data import PreparedLM, prepare
 from seqlab.tasks.spec import TaskSpec, TrainingTask
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class LMBatch(TensorBatch):
-    """One TBPTT segment of B rows.
-
-    Attributes:
-        inputs: (B, T) token ids.
-        targets: (B, T) the next token of each input (inputs shifted left by one in the stream).
-        carry: True when row b continues the text of row b of the previous batch, so the model
-            starts from the state that batch ended in; False: start from zeros.
-    """
-
-    inputs: Tensor
-    targets: Tensor
-    carry: bool = False
-
-    @property
-    def num_tokens(self) -> int:
-        return self.inputs.numel()
-
-
-def sequential_batches(
-    stream: Tensor, batch_size: int, bptt: int, offset: int = 0
-) -> Iterator[LMBatch]:
-    """d2l's `seq_data_iter_sequential` (with a shorter last segment, as pytorch/examples).
-
-    stream (N,) from `offset` is laid out as batch_size rows of C tokens (the last N' mod B
-    tokens dropped, N' = N - offset - 1), targets one token further; segments of `bptt` columns
-    are read left to right, every one after the first with `carry=True`.
-    """
-    usable = (stream.numel() - offset - 1) // batch_size * batch_size
-    if usable < batch_size:
-        return
-    inputs = stream[offset : offset + usable].view(batch_size, -1)  # (B, C)
-    targets = stream[offset + 1 : offset + 1 + usable].view(batch_size, -1)  # (B, C)
-    for start in range(0, inputs.size(1), bptt):
-        end = start + bptt
-        yield LMBatch(inputs[:, start:end], targets[:, start:end], carry=start > 0)
 
 
 def random_batches(
@@ -101,22 +62,6 @@ def random_batches(
     for i in range(0, count // batch_size * batch_size, batch_size):
         index = torch.tensor(starts[i : i + batch_size]).unsqueeze(1) + steps  # (B, T)
         yield LMBatch(stream[index], stream[index + 1], carry=False)
-
-
-def read_stream(
-    model: nn.Module, stream: Tensor, batch_size: int, bptt: int
-) -> Iterator[tuple[Tensor, LMBatch]]:
-    """Read stream (N,) left to right, the state carried from segment to segment: yields each
-    segment's (features (B, T, H), batch on the model's device). The stream is read as
-    `sequential_batches` from offset 0 with min(batch_size, N - 1) rows. Gradient mode and
-    train/eval mode are the caller's."""
-    device = next(model.parameters()).device
-    rows = max(1, min(batch_size, stream.numel() - 1))
-    state = None
-    for batch in sequential_batches(stream, rows, bptt):
-        batch = batch.to(device)
-        features, state = model.run(batch.inputs, state if batch.carry else None)
-        yield features, batch
 
 
 @torch.no_grad()

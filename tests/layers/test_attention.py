@@ -11,7 +11,6 @@ from torch import nn
 from seqlab.layers.attention import (
     AdditiveAttention,
     DotProductAttention,
-    KeyMask,
     MultiHeadAttention,
     causal_mask,
     masked_softmax,
@@ -198,57 +197,6 @@ def test_mha_incremental_single_query_needs_no_causal_mask():
         torch.testing.assert_close(step, full[:, t : t + 1], atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("inference", [False, True])
-def test_mha_self_attention_projects_qkv_at_once_and_equals_torch(inference):
-    """One fused product in inference (the encoder, a decoder step), three plain ones with
-    gradients; both equal torch's attention and our path for separate key/value tensors."""
-    ours, ref = copied_pair()
-    ours.train(not inference)
-    x = torch.randn(2, 5, 8)
-    future = torch.ones(5, 5, dtype=torch.bool).triu(1)  # torch: True = not allowed
-    with torch.set_grad_enabled(not inference):
-        q, k, v = ours.project_qkv(x)
-        assert q.shape == k.shape == v.shape == (2, 2, 5, 4)
-        k_ref, v_ref = ours.project_kv(x, x)
-        stepped = ours.attend_heads(q, k, v, causal=True)
-        fused = ours(x, x, x, causal=True)  # the same tensor thrice: project_qkv
-        separate = ours(x, x.clone(), x.clone(), causal=True)  # project_kv, then attend
-        want, _ = ref(x, x, x, attn_mask=future, need_weights=False)
-    assert (ours.k_proj._stacked is not None) == inference
-    torch.testing.assert_close(k, k_ref)
-    torch.testing.assert_close(v, v_ref)
-    for got in (stepped, fused, separate):
-        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
-
-
 def test_mha_rejects_indivisible_heads():
     with pytest.raises(ValueError, match="divisible"):
         MultiHeadAttention(10, 3)
-
-
-@pytest.mark.parametrize("need_weights", [False, True])
-def test_mha_prepared_key_mask_equals_plain_mask(need_weights):
-    ours, _ = copied_pair()
-    query, memory = torch.randn(3, 2, 8), torch.randn(3, 5, 8)
-    mask = torch.tensor([[True] * 5, [True, True, False, False, False], [False] * 5])
-    prepared = KeyMask.prepare(mask)
-    assert prepared.empty is not None and prepared.empty.flatten().tolist() == [0, 0, 1]
-    k, v = ours.project_kv(memory, memory)
-    got = ours.attend(query, k, v, prepared, need_weights=need_weights)
-    want = ours.attend(query, k, v, mask, need_weights=need_weights)
-    if need_weights:
-        torch.testing.assert_close(got[1], want[1])
-        got, want = got[0], want[0]
-    torch.testing.assert_close(got, want)
-    # rows of a prepared mask are the prepared rows of the mask
-    index = torch.tensor([2, 0, 0])
-    picked = prepared.rows(index)
-    direct = KeyMask.prepare(mask[index])
-    assert torch.equal(picked.mask, direct.mask) and torch.equal(picked.allowed, direct.allowed)
-    assert torch.equal(picked.empty, direct.empty)
-    assert KeyMask.prepare(mask[:2]).empty is None
-    unpadded = KeyMask.prepare(mask[:1])
-    assert unpadded.allowed is None and unpadded.empty is None
-    torch.testing.assert_close(
-        ours.attend(query[:1], k[:1], v[:1], unpadded), ours.attend(query[:1], k[:1], v[:1])
-    )

@@ -1,5 +1,5 @@
 """Tests for seqlab/layers/projection.py: the adaptive softmax equals torch's and also runs under
-bf16 autocast (`OutputProjection`, a `PackedLinear`, is tested in test_linear.py)."""
+bf16 autocast."""
 
 from __future__ import annotations
 

@@ -13,7 +13,6 @@ from seqlab.layers.transformer import (
     TransformerDecoderStack,
     TransformerEncoderLayer,
     TransformerEncoderStack,
-    append_position,
 )
 
 D_MODEL, HEADS, D_FF = 16, 4, 32
@@ -119,18 +118,3 @@ def test_feed_forward_is_positionwise_and_checks_activation():
     torch.testing.assert_close(out, ffn.linear2(nn.functional.gelu(ffn.linear1(x))))
     with pytest.raises(ValueError, match="swish"):
         PositionwiseFeedForward(D_MODEL, D_FF, activation="swish")
-
-
-def test_append_position_gathers_rows_and_never_writes_into_the_cache():
-    cache = torch.randn(3, 2, 4, 5)  # (B0, h, t, d)
-    before = cache.clone()
-    new = torch.randn(4, 2, 1, 5)  # (B, h, 1, d)
-    rows = torch.tensor([2, 0, 0, 1])
-    torch.testing.assert_close(
-        append_position(cache, new, rows), torch.cat([cache[rows], new], dim=2), atol=0, rtol=0
-    )
-    torch.testing.assert_close(append_position(cache[:, :, :0], new[:3]), new[:3], atol=0, rtol=0)
-    torch.testing.assert_close(
-        append_position(cache, new[:3]), torch.cat([cache, new[:3]], dim=2), atol=0, rtol=0
-    )
-    assert torch.equal(cache, before)

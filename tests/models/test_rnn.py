@@ -186,3 +186,24 @@ def test_attention_model_memorises_reversal():
             break
     model.eval()
     assert greedy(model, src, mask, width + 2) == targets
+
+
+def test_state_dict_keys_are_those_of_earlier_checkpoints():
+    """Checkpoints saved before the layers became plain `nn.Linear` (issue 19) still load: a
+    one-layer LSTM + attention model's keys, frozen from the code before that change."""
+    rnn = [f"rnn.rnn.{w}_{g}_l0" for w in ("weight", "bias") for g in ("ih", "hh")]
+    frozen = {
+        "encoder.embedding.weight",
+        *(f"encoder.{k}{d}" for k in rnn for d in ("", "_reverse")),
+        *(f"encoder.bridge.{s}.0.{w}" for s in ("hidden", "cell") for w in ("weight", "bias")),
+        "decoder.embedding.weight",
+        "decoder.attention.W_q.weight",
+        "decoder.attention.W_k.weight",
+        "decoder.attention.w_v.weight",
+        *(f"decoder.{k}" for k in rnn),
+        "decoder.output.weight",
+        "decoder.output.bias",
+    }
+    config = RNNSeq2SeqConfig(cell="lstm", embed_dim=4, hidden_size=4, num_layers=1)
+    assert len(frozen) == 23
+    assert set(build_rnn_seq2seq(config, 7, 7).state_dict()) == frozen

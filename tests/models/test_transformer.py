@@ -92,40 +92,6 @@ def test_reorder_commutes_with_step():
     torch.testing.assert_close(next_a, next_b, atol=1e-6, rtol=0)
 
 
-def test_expanded_state_keeps_one_memory_per_source_and_steps_as_per_row_states():
-    """Beam states: `expand(K)` shares each source's cross-attention K/V among its K rows.
-
-    Stepped side by side with per-row states (the encoded sources repeated K times), through a
-    beam-style reorder (rows stay with their source), a source dropped as a whole, and finally an
-    index that mixes sources (which must fall back to one memory row per decoder row), every
-    step's logits agree.
-    """
-    model = build()
-    src, mask, tgt_in = batch([5, 2, 4], tgt_len=5)
-    k = 2
-    with torch.no_grad():
-        encoded = model.encode(src, mask)
-        grouped = model.decoder.init_state(encoded).expand(k)
-        per_row = model.decoder.init_state(encoded.reorder(torch.arange(3).repeat_interleave(k)))
-        assert grouped.group == k and all(m.size(0) == 3 for m, _ in grouped.memory_kv)
-        tokens = tgt_in.repeat_interleave(k, dim=0)  # (B*k, T)
-        indices = [
-            torch.tensor([1, 0, 2, 2, 5, 4]),  # beams swap and copy within their source
-            torch.tensor([0, 1, 4, 5]),  # source 1 leaves
-            torch.tensor([3, 0, 2, 1]),  # rows of different sources mixed: no longer grouped
-        ]
-        for t in range(4):
-            logits_g, grouped = model.decoder.step(tokens[: grouped.batch_size, t], grouped)
-            logits_r, per_row = model.decoder.step(tokens[: per_row.batch_size, t], per_row)
-            torch.testing.assert_close(logits_g, logits_r, atol=1e-5, rtol=0)
-            if t == 0:  # within-source reorder: the memory tensors are kept, not copied
-                kept = grouped.reorder(indices[0])
-                assert all(a[0] is b[0] for a, b in zip(kept.memory_kv, grouped.memory_kv))
-            if t < len(indices):
-                grouped, per_row = grouped.reorder(indices[t]), per_row.reorder(indices[t])
-        assert grouped.group == 1 and grouped.memory_mask.mask.size(0) == 4
-
-
 def test_extra_source_padding_changes_nothing():
     model = build()
     src, mask, tgt_in = batch([4, 2], tgt_len=5)
@@ -224,3 +190,31 @@ def test_small_model_memorises_copy_pairs():
     with torch.no_grad():
         decoded = greedy(model, src, mask, max_len=8)
     assert decoded == [row[:n] for row, n in zip(src.tolist(), lens)]
+
+
+def test_state_dict_keys_are_those_of_earlier_checkpoints():
+    """Checkpoints saved before the layers became plain `nn.Linear` (issue 19) still load: a
+    one-layer model's keys, frozen from the code before that change."""
+    attn = [f"{p}_proj.{w}" for p in ("q", "k", "v", "out") for w in ("weight", "bias")]
+    ffn = [f"ffn.linear{i}.{w}" for i in (1, 2) for w in ("weight", "bias")]
+    norms = [f"norm{i}.{w}" for i in (1, 2, 3) for w in ("weight", "bias")]
+    enc, dec = "encoder.stack.layers.0.", "decoder.stack.layers.0."
+    frozen = {
+        "encoder.embedding.embed.weight",
+        "encoder.stack.final_norm.weight",
+        "encoder.stack.final_norm.bias",
+        *(enc + "self_attn." + k for k in attn),
+        *(enc + k for k in ffn + norms[:4]),
+        "decoder.embedding.embed.weight",
+        "decoder.output.weight",
+        "decoder.stack.final_norm.weight",
+        "decoder.stack.final_norm.bias",
+        *(dec + "self_attn." + k for k in attn),
+        *(dec + "cross_attn." + k for k in attn),
+        *(dec + k for k in ffn + norms),
+    }
+    tiny = TransformerConfig(
+        d_model=8, num_heads=2, num_encoder_layers=1, num_decoder_layers=1, d_ff=16, max_len=10
+    )
+    assert len(frozen) == 49
+    assert set(build_transformer(tiny, 7, 7).state_dict()) == frozen
