@@ -249,7 +249,7 @@ def data_configs() -> dict[str, type]:
 
 
 def recipe_defaults() -> Any:
-    """A recipe built from nothing but a model kind: the top-level keys' defaults, as the code has them."""
+    """A recipe from nothing but a model kind: the top-level defaults as the code has them."""
     from seqlab.config import recipe_from_dict
     from seqlab.models import MODELS
 
@@ -261,24 +261,27 @@ def recipe_defaults() -> Any:
     raise RuntimeError("no model kind builds a recipe from defaults")
 
 
-def first_sentence(path: Path) -> str:
-    """The first sentence of a recipe file's leading comment block."""
-    lines = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.startswith("#"):
-            break
-        lines.append(line.lstrip("#").strip())
-    text = " ".join(" ".join(lines).split())
-    return re.split(r"(?<=[.!?])\s+(?=[A-Z`])", text, maxsplit=1)[0]
+def make_targets() -> dict[str, str]:
+    """Recipe path -> the first Makefile target whose commands train it."""
+    targets, current = {}, None
+    for line in (REPO / "Makefile").read_text(encoding="utf-8").splitlines():
+        if match := re.match(r"^([\w-]+):", line):
+            current = match.group(1)
+        elif line.startswith("\t") and current:
+            for path in re.findall(r"\btrain (recipes/[\w.-]+\.toml)", line):
+                targets.setdefault(path, current)
+    return targets
 
 
 def shipped_recipes(default_task: str) -> list[str]:
-    rows = ["| recipe | task | `[model] kind` | what it is |", "|---|---|---|---|"]
+    rows = ["| recipe | task | `[model] kind` | command |", "|---|---|---|---|"]
+    targets = make_targets()
     for path in sorted((REPO / "recipes").glob("*.toml")):
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
         task, kind = raw.get("task", default_task), raw.get("model", {}).get("kind", "")
-        link = f"[`{path.name}`](../recipes/{path.name})"
-        rows.append(f"| {link} | `{task}` | `{kind}` | {cell(first_sentence(path))} |")
+        name = f"recipes/{path.name}"
+        command = f"make {targets[name]}" if name in targets else f"seqlab train {name}"
+        rows.append(f"| [`{path.name}`](../{name}) | `{task}` | `{kind}` | `{command}` |")
     return rows
 
 
