@@ -55,6 +55,11 @@ FALLBACK: dict[str, dict[str, str]] = {
         "reversed or sorted",
         "synthetic_size": 'with corpus = "synthetic": training pairs (validation and test: 200)',
         "synthetic_symbols": 'with corpus = "synthetic": distinct symbols',
+        # keys of the user's own data (corpus = "files" / "hf") whose lines carry no comment
+        "valid_path": 'with corpus = "files": validation pairs, in the form of train_path',
+        "test_path": 'with corpus = "files": test pairs, in the form of train_path',
+        "hf_config": 'with corpus = "hf": the dataset\'s configuration name',
+        "tgt_field": "like src_field, for the target side",
     },
     "MaskedLMData": {
         **_SP,
@@ -63,6 +68,7 @@ FALLBACK: dict[str, dict[str, str]] = {
         "tokenizer": "a SentencePiece model trained on the training text, or whitespace words",
         "max_vocab": "whitespace vocabulary: keep at most this many tokens",
         "max_valid_pairs": "keep the first N validation pairs (smoke runs)",
+        "valid_path": 'with corpus = "files": validation text, in the form of train_path',
     },
     "ClassificationData": {
         **_SP,
@@ -71,6 +77,9 @@ FALLBACK: dict[str, dict[str, str]] = {
         "num_classes": "labels are 0 .. num_classes - 1",
         "min_freq": "without `pretrained`: rarer tokens become `<unk>`",
         "max_vocab": "without `pretrained`: keep at most this many tokens",
+        "valid_path": 'with corpus = "files": validation examples, in the form of train_path',
+        "text_column": 'with corpus = "files": the column (or JSON key) holding the text',
+        "label_column": 'with corpus = "files": the column (or JSON key) holding the label',
     },
     "LanguageModelData": {
         "train_split": "the corpus split to train on",
