@@ -88,6 +88,7 @@ def test_relative_links_resolve():
             path = (page.parent / target.split("#")[0]).resolve()
             if not path.exists():
                 broken.append(f"{page.relative_to(REPO)} -> {target}")
+    broken = sorted(set(broken))
     assert not broken, "links to missing files:\n" + "\n".join(broken)
 
 
