@@ -192,7 +192,9 @@ class TrainConfig:
     log_every: int = 50
     keep_last: int = 3
     patience: int | None = None  # validations without improvement before stopping
-    metric: str | None = None  # validation metric selecting best.pt (default: the task's first)
+    # validation metric picking best.pt; unset: the task's first. translation "bleu" | "loss",
+    # language_model "loss", masked_lm "mlm_loss", classification "accuracy" | "loss"
+    metric: str | None = None
     valid_max_sentences: int | None = None  # cap on sentences decoded for validation BLEU
     device: str = "auto"
     precision: Precision = "fp32"  # bf16: autocast; fp16: autocast and a gradient scaler
