@@ -22,6 +22,7 @@ import shutil
 import tempfile
 import zipfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +157,52 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
             f"{path}: checkpoint version {version!r} is newer than this seqlab reads ({VERSION})"
         )
     return state
+
+
+# -- a trained model for use ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A trained model ready for use: the model (eval mode, on the requested device), the
+    resolved recipe it was trained with, and its sides (tokenizer + vocabulary) by checkpoint
+    key, in the order its task's spec names them (translation: "src", "tgt")."""
+
+    model: torch.nn.Module
+    recipe: Any  # seqlab.config.Recipe
+    sides: dict[str, Any]  # key -> seqlab.data.vocab.Side
+
+
+def load_model(path: str | Path, device: Any = "cpu", *, task: str | None = None) -> LoadedModel:
+    """The one way to load a trained model: translate, evaluate, generate, perplexity and
+    fine-tuning all come here. Its recipe's task (`seqlab.tasks.TASKS`) says which keys hold the
+    sides and how the model is built before its weights are loaded.
+
+    Raises:
+        CheckpointError: naming `path`, when it is not a readable seqlab checkpoint, is a
+            checkpoint of another task than `task`, or its weights do not fit its recipe's model.
+    """
+    from seqlab.config import recipe_from_dict
+    from seqlab.data.vocab import Side
+    from seqlab.tasks import get_task  # the checkpoint's recipe names its task
+
+    state = load_checkpoint(path, map_location=device)
+    if "recipe" not in state or "model" not in state:
+        raise CheckpointError(f"{path}: holds no trained model (no 'recipe' or 'model' entry)")
+    recipe = recipe_from_dict(state["recipe"], f"{path} (recipe)")
+    if task is not None and recipe.task != task:
+        raise CheckpointError(f"{path}: a '{recipe.task}' checkpoint, not a '{task}' one")
+    spec = get_task(recipe.task, str(path))
+    missing = [key for key in spec.sides if key not in state]
+    if missing:
+        raise CheckpointError(f"{path}: no '{missing[0]}' entry (its tokenizer and vocabulary)")
+    sides = {key: Side.from_payload(state[key]) for key in spec.sides}
+    model = spec.build_model(recipe, list(sides.values()))
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as error:
+        raise CheckpointError(f"{path}: weights do not fit the recipe's model: {error}") from error
+    return LoadedModel(model.to(device).eval(), recipe, sides)
 
 
 # -- random number generators -----------------------------------------------------------------

@@ -17,13 +17,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from seqlab.checkpoint import load_checkpoint
-from seqlab.config import LanguageModelData, recipe_from_dict
+from seqlab.checkpoint import load_model
+from seqlab.config import LanguageModelData
 from seqlab.data.vocab import Side
 from seqlab.decoding.search import greedy_search, sample
-from seqlab.errors import CheckpointError, ConfigError
-from seqlab.inference import side_from_payload
-from seqlab.models import build_model
+from seqlab.errors import ConfigError
 from seqlab.tasks.language_model_data import normalise
 
 
@@ -60,20 +58,8 @@ class TextGenerator:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> TextGenerator:
-        state = load_checkpoint(path, map_location=device)
-        for key in ("recipe", "model", "lm"):
-            if key not in state:
-                raise CheckpointError(f"{path}: not a language-model checkpoint (no '{key}' entry)")
-        recipe = recipe_from_dict(state["recipe"], f"{path} (recipe)")
-        side = side_from_payload(state["lm"])
-        model = build_model(recipe.model, len(side.vocab), len(side.vocab))
-        try:
-            model.load_state_dict(state["model"])
-        except RuntimeError as error:
-            raise CheckpointError(
-                f"{path}: weights do not fit the recipe's model: {error}"
-            ) from error
-        return cls(model.to(device), side, recipe.data)
+        loaded = load_model(path, device, task="language_model")
+        return cls(loaded.model, loaded.sides["lm"], loaded.recipe.data)
 
     def context(self, prefix: str) -> tuple[list[str], list[int]]:
         """(prefix tokens as the tokenizer reads them, ids the model reads first)."""

@@ -223,3 +223,25 @@ def test_average_keeps_tied_weights_one_tensor(tmp_path):
     assert avg["embedding.weight"] is avg["output.weight"]
     save_checkpoint({"model": avg}, tmp_path / "avg.pt")
     assert (tmp_path / "avg.pt").stat().st_size < 1.2 * paths[0].stat().st_size
+
+
+def test_load_model_is_the_one_loader_for_every_task(reverse_run_dir, tmp_path):
+    from seqlab.checkpoint import load_model
+    from seqlab.inference import Translator
+
+    loaded = load_model(reverse_run_dir / "best.pt")
+    assert loaded.recipe.task == "translation" and list(loaded.sides) == ["src", "tgt"]
+    assert not loaded.model.training
+    state = load_checkpoint(reverse_run_dir / "best.pt")
+    for key, tensor in loaded.model.state_dict().items():
+        torch.testing.assert_close(tensor, state["model"][key])
+    assert loaded.sides["src"].to_payload()["vocab"] == state["src"]["vocab"]
+    with pytest.raises(CheckpointError, match="a 'translation' checkpoint, not a 'language_model'"):
+        load_model(reverse_run_dir / "best.pt", task="language_model")
+    save_checkpoint({k: v for k, v in state.items() if k != "tgt"}, tmp_path / "no_tgt.pt")
+    with pytest.raises(CheckpointError, match=r"no_tgt\.pt: no 'tgt' entry"):
+        load_model(tmp_path / "no_tgt.pt")
+    model = Translator.from_checkpoint(reverse_run_dir / "best.pt").model
+    model.train()
+    Translator(model, *loaded.sides.values()).translate(["a b"])
+    assert model.training  # inference leaves the model's mode as it found it

@@ -41,16 +41,17 @@ def test_translate_files_and_nbest(checkpoint, tmp_path, capsys, monkeypatch):
 def test_beam_one_and_greedy_agree_through_the_cli(checkpoint, capsys, monkeypatch):
     """`translate --beam-size 1` (the CLI's batched greedy search) against `beam_search` with a
     beam of 1, called directly on one unpadded sentence at a time."""
+    from seqlab.checkpoint import load_model
     from seqlab.data.batch import collate
     from seqlab.decoding import beam_search
-    from seqlab.inference import load_translation_checkpoint
 
     lines = ["a b c", "d e f g h", "b", "h g f e d c b a"]
     code, out, _ = run_cli(
         ["translate", checkpoint, "--beam-size", "1"], capsys, monkeypatch, "\n".join(lines) + "\n"
     )
     assert code == 0
-    model, recipe, src, tgt = load_translation_checkpoint(checkpoint)
+    loaded = load_model(checkpoint)
+    model, recipe, (src, tgt) = loaded.model, loaded.recipe, loaded.sides.values()
     d = recipe.decode
     expected = []
     for line in lines:

@@ -102,7 +102,7 @@ def test_wrong_checkpoints_and_missing_prefix_are_one_line_errors(
 ):
     cases = [
         ([chars], "give a --prefix"),
-        ([reverse_run_dir / "best.pt"], "not a language-model checkpoint"),
+        ([reverse_run_dir / "best.pt"], "a 'translation' checkpoint, not a 'language_model' one"),
         ([tmp_path / "missing.pt"], "missing.pt"),
     ]
     for args, message in cases:

@@ -195,3 +195,24 @@ class Side:
 
     tokenizer: Any  # a seqlab.data.tokenize.Tokenizer
     vocab: Vocab
+
+    def to_payload(self) -> dict:
+        """The side as checkpoint-safe values: the tokenizer's settings (JSON), its model bytes
+        (a SentencePiece model, as a uint8 tensor) and the vocabulary's tokens."""
+        import torch
+
+        model = getattr(self.tokenizer, "model_bytes", None)
+        if model is not None:
+            model = torch.frombuffer(bytearray(model), dtype=torch.uint8)
+        tokenizer = json.dumps(self.tokenizer.config())
+        return {"tokenizer": tokenizer, "model": model, "vocab": list(self.vocab.tokens)}
+
+    @classmethod
+    def from_payload(cls, payload: dict) -> Side:
+        """The side `to_payload` saved."""
+        from seqlab.data.tokenize import tokenizer_from_config
+
+        model = payload.get("model")
+        model_bytes = None if model is None else bytes(model.numpy().tobytes())
+        tokenizer = tokenizer_from_config(json.loads(payload["tokenizer"]), model_bytes)
+        return cls(tokenizer, Vocab(payload["vocab"]))

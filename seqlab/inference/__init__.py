@@ -1,17 +1,6 @@
-"""Using a trained model: translating text (`translator.py`); export and serving grow beside it."""
+"""Using a trained model: translating text (`translator.py`) and the CPU fast paths applied to a
+built model for inference (`optimize.py`); a model is loaded by `seqlab.checkpoint.load_model`."""
 
-from seqlab.inference.translator import (
-    Translation,
-    Translator,
-    load_translation_checkpoint,
-    side_from_payload,
-    side_to_payload,
-)
+from seqlab.inference.translator import Translation, Translator
 
-__all__ = [
-    "Translation",
-    "Translator",
-    "load_translation_checkpoint",
-    "side_from_payload",
-    "side_to_payload",
-]
+__all__ = ["Translation", "Translator"]

@@ -8,7 +8,6 @@ a line longer than the model accepts is truncated with a warning on stderr.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,15 +15,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from seqlab.checkpoint import load_checkpoint
-from seqlab.config import DecodeConfig, Recipe, recipe_from_dict
+from seqlab.checkpoint import load_model
+from seqlab.config import DecodeConfig
 from seqlab.data.batch import collate
-from seqlab.data.tokenize import tokenizer_from_config
-from seqlab.data.vocab import Side, Vocab
+from seqlab.data.vocab import Side
 from seqlab.decoding.search import beam_search, greedy_search
-from seqlab.errors import CheckpointError
 from seqlab.inference.optimize import optimize_for_inference
-from seqlab.models import build_model
 
 logger = logging.getLogger(__name__)
 
@@ -36,23 +32,6 @@ class Translation:
     text: str
     score: float
     tokens: tuple[int, ...]
-
-
-def side_to_payload(side: Side) -> dict:
-    """A tokenizer + vocabulary as checkpoint-safe values (strings, lists, a uint8 tensor)."""
-    model = getattr(side.tokenizer, "model_bytes", None)
-    return {
-        "tokenizer": json.dumps(side.tokenizer.config()),
-        "model": None if model is None else torch.frombuffer(bytearray(model), dtype=torch.uint8),
-        "vocab": list(side.vocab.tokens),
-    }
-
-
-def side_from_payload(payload: dict) -> Side:
-    model = payload.get("model")
-    model_bytes = None if model is None else bytes(model.numpy().tobytes())
-    tokenizer = tokenizer_from_config(json.loads(payload["tokenizer"]), model_bytes)
-    return Side(tokenizer, Vocab(payload["vocab"]))
 
 
 class Translator:
@@ -78,8 +57,8 @@ class Translator:
     def from_checkpoint(
         cls, path: str | Path, device: str | torch.device = "cpu", optimize: bool = True
     ) -> Translator:
-        model, recipe, src, tgt = load_translation_checkpoint(path, device)
-        return cls(model, src, tgt, recipe.decode, optimize)
+        loaded = load_model(path, device, task="translation")
+        return cls(loaded.model, *loaded.sides.values(), loaded.recipe.decode, optimize)
 
     def _searched(self, device: torch.device) -> nn.Module:
         """The model search runs: on CPU (unless turned off) its optimized copy, made once."""
@@ -186,19 +165,3 @@ class Translator:
         return Translation(
             self.tgt.tokenizer.detokenize(tokens), float(hyp.score), tuple(hyp.tokens)
         )
-
-
-def load_translation_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
-    """(model in eval mode, recipe, source side, target side) from a training checkpoint."""
-    state = load_checkpoint(path, map_location=device)
-    for key in ("recipe", "model", "src", "tgt"):
-        if key not in state:
-            raise CheckpointError(f"{path}: not a translation checkpoint (no '{key}' entry)")
-    recipe: Recipe = recipe_from_dict(state["recipe"], f"{path} (recipe)")
-    src, tgt = side_from_payload(state["src"]), side_from_payload(state["tgt"])
-    model = build_model(recipe.model, len(src.vocab), len(tgt.vocab))
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as error:
-        raise CheckpointError(f"{path}: weights do not fit the recipe's model: {error}") from error
-    return model.to(device).eval(), recipe, src, tgt

@@ -39,7 +39,8 @@ class TaskRegistry(Mapping[str, TaskSpec]):
     def __iter__(self) -> Iterator[str]:
         for name in _BUILTIN:
             self[name]
-        return iter(self._specs)
+        added = [name for name in self._specs if name not in _BUILTIN]
+        return iter([*_BUILTIN, *added])
 
     def __len__(self) -> int:
         return len(list(iter(self)))

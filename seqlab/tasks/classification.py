@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from seqlab.checkpoint import load_checkpoint
-from seqlab.config import ClassificationData, Recipe, recipe_from_dict
+from seqlab.checkpoint import load_model
+from seqlab.config import ClassificationData, Recipe
 from seqlab.data.bert_batch import ClassificationBatch, collate_classification
 from seqlab.data.corpus import cache_dir, fetch_corpus, load_manifest
 from seqlab.data.dataset import fingerprint, list_lengths, text_dataset
@@ -34,7 +34,6 @@ from seqlab.data.sentence_pairs import pack_pair
 from seqlab.data.vocab import Side
 from seqlab.distributed import ShardResult
 from seqlab.errors import CheckpointError, ConfigError, DataError
-from seqlab.inference import side_from_payload, side_to_payload
 from seqlab.models.bert import ARCHITECTURE_KEYS, BertClassifier, build_bert_classifier
 from seqlab.tasks.batching import training_sampler, validation_batches
 from seqlab.tasks.masked_lm_data import cached_side, encode_table
@@ -98,12 +97,10 @@ def labelled_tables(data: ClassificationData, cache: Path) -> dict[str, datasets
 def load_pretrained(recipe: Recipe) -> tuple[Side, dict]:
     """The side and BERT weights of `data.pretrained`, after checking the architecture."""
     path = Path(recipe.data.pretrained)
-    state = load_checkpoint(path)
-    if "src" not in state or "recipe" not in state or "model" not in state:
-        raise CheckpointError(f"{path}: not a seqlab masked_lm checkpoint")
-    source = recipe_from_dict(state["recipe"], f"{path} (recipe)")
-    if source.task != "masked_lm" or source.model.kind != "bert":
-        raise CheckpointError(f"{path}: a '{source.task}' checkpoint, not a masked_lm BERT one")
+    pretrained = load_model(path, task="masked_lm")
+    source = pretrained.recipe
+    if source.model.kind != "bert":
+        raise CheckpointError(f"{path}: a '{source.model.kind}' model, not a BERT one")
     if recipe.model.kind != "bert":
         raise ConfigError(f"{recipe.path}: [model] kind must be 'bert' to fine-tune {path}")
     for key in ARCHITECTURE_KEYS:
@@ -113,7 +110,7 @@ def load_pretrained(recipe: Recipe) -> tuple[Side, dict]:
                 f"{recipe.path}: model.{key} = {mine!r}, but the pretrained checkpoint {path} "
                 f"has {theirs!r}"
             )
-    return side_from_payload(state["src"]), state["model"]
+    return pretrained.sides["src"], pretrained.model.state_dict()
 
 
 def prepare(recipe: Recipe, *, cache: Path | None = None) -> PreparedClassification:
@@ -219,7 +216,7 @@ class ClassificationTask(TrainingTask):
         return {"loss": whole.sums["nll"] / count, "accuracy": whole.sums["correct"] / count}
 
     def checkpoint_extras(self) -> dict:
-        return {"src": side_to_payload(self.data.side)}
+        return {"src": self.data.side.to_payload()}
 
 
 SPEC = TaskSpec(
@@ -229,4 +226,8 @@ SPEC = TaskSpec(
     build=ClassificationTask,
     metrics={"accuracy": True, "loss": False},
     ignores=("train.label_smoothing", "train.valid_max_sentences", "decode"),
+    sides=("src",),
+    model=lambda recipe, sides: build_bert_classifier(
+        recipe.model.config, len(sides[0].vocab), recipe.data.num_classes
+    ),
 )

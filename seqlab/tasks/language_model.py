@@ -36,7 +36,6 @@ from seqlab.distributed import ShardResult, resolve_device
 from seqlab.errors import ConfigError, DataError
 from seqlab.evaluation.lm_stream import read_stream
 from seqlab.evaluation.metrics import perplexity
-from seqlab.inference import side_to_payload
 from seqlab.models import build_model
 from seqlab.models.language_model import LMConfig, LMState
 from seqlab.tasks.language_model_data import PreparedLM, prepare
@@ -156,7 +155,7 @@ class LanguageModelTask(TrainingTask):
         return {"loss": nll / max(tokens, 1.0), "ppl": perplexity(nll, int(tokens))}
 
     def checkpoint_extras(self) -> dict:
-        return {"lm": side_to_payload(self.data.side)}
+        return {"lm": self.data.side.to_payload()}
 
     def state_dict(self) -> dict:
         """The state the last sequential batch ended in (None: start from zeros)."""
@@ -221,4 +220,5 @@ SPEC = TaskSpec(
     score=score_language_model,
     shardable=False,  # the hidden state runs through the stream in order
     ignores=("train.valid_max_sentences", "decode"),
+    sides=("lm",),
 )

@@ -32,7 +32,6 @@ from seqlab.data.dataset import list_lengths
 from seqlab.data.masking import Masker
 from seqlab.distributed import ShardResult
 from seqlab.evaluation.metrics import perplexity
-from seqlab.inference import side_to_payload
 from seqlab.models import build_model
 from seqlab.tasks.batching import training_sampler, validation_batches
 from seqlab.tasks.masked_lm_data import PreparedMaskedLM, prepare
@@ -156,7 +155,7 @@ class MaskedLMTask(TrainingTask):
         return metrics
 
     def checkpoint_extras(self) -> dict:
-        return {"src": side_to_payload(self.data.side)}
+        return {"src": self.data.side.to_payload()}
 
 
 SPEC = TaskSpec(
@@ -166,4 +165,5 @@ SPEC = TaskSpec(
     build=MaskedLMTask,
     metrics={"mlm_loss": False},
     ignores=("train.label_smoothing", "train.valid_max_sentences", "decode"),
+    sides=("src",),
 )

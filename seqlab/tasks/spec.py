@@ -13,7 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from seqlab.config import Recipe
+from seqlab.data.vocab import Side
 from seqlab.errors import ConfigError
 from seqlab.train import TrainingTask
 
@@ -35,6 +38,11 @@ class TaskSpec:
         shardable: whether torchrun may shard its batches across processes.
         ignores: recipe keys this task never reads ("train.label_smoothing", or a whole section
             such as "decode"); a recipe file that sets one is refused, naming it.
+        sides: the checkpoint keys holding its `Side`s (tokenizer + vocabulary), in the order
+            `model` takes them.
+        model: (recipe, sides) -> the task's model, untrained: how `seqlab.checkpoint.load_model`
+            rebuilds it before loading the weights. Default: `seqlab.models.build_model` with the
+            vocabulary sizes of the first and last side.
     """
 
     name: str
@@ -45,6 +53,16 @@ class TaskSpec:
     score: Callable[[Recipe, Any, Path], dict] | None = None
     shardable: bool = True
     ignores: tuple[str, ...] = field(default=())
+    sides: tuple[str, ...] = ("src", "tgt")
+    model: Callable[[Recipe, list[Side]], nn.Module] | None = None
+
+    def build_model(self, recipe: Recipe, sides: list[Side]) -> nn.Module:
+        """The untrained model of `recipe` for vocabularies `sides` (see `model`)."""
+        if self.model is not None:
+            return self.model(recipe, sides)
+        from seqlab.models import build_model
+
+        return build_model(recipe.model, len(sides[0].vocab), len(sides[-1].vocab))
 
     def metric(self, recipe: Recipe) -> tuple[str, bool]:
         """(validation metric selecting best.pt, whether higher is better) for `recipe`."""

@@ -26,7 +26,7 @@ from seqlab.distributed import ShardResult
 from seqlab.errors import ConfigError
 from seqlab.evaluation.bleu import corpus_scores
 from seqlab.evaluation.metrics import perplexity
-from seqlab.inference import Translator, load_translation_checkpoint, side_to_payload
+from seqlab.inference import Translator
 from seqlab.losses import real_positions, token_cross_entropy
 from seqlab.models import build_model
 from seqlab.tasks.batching import training_sampler, validation_batches
@@ -166,7 +166,7 @@ class TranslationTask(TrainingTask):
         return min(self.recipe.train.valid_max_sentences or len(valid), len(valid))
 
     def checkpoint_extras(self) -> dict:
-        return {"src": side_to_payload(self.data.src), "tgt": side_to_payload(self.data.tgt)}
+        return {"src": self.data.src.to_payload(), "tgt": self.data.tgt.to_payload()}
 
 
 def evaluate_translation(
@@ -186,9 +186,8 @@ def evaluate_translation(
     """
     if len(sources) != len(references):
         raise ConfigError(f"{len(sources)} source lines but {len(references)} references")
-    model, recipe, src, tgt = load_translation_checkpoint(checkpoint)
-    translator = Translator(model, src, tgt, recipe.decode)
-    beam = beam_size or recipe.decode.beam_size
+    translator = Translator.from_checkpoint(checkpoint)
+    beam = beam_size or translator.decode.beam_size
     started = time.perf_counter()
     hyps = [h[0].text if h else "" for h in translator.translate(list(sources), beam_size=beam)]
     seconds = time.perf_counter() - started
