@@ -246,6 +246,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         _read_lines(args.ref),
         beam_size=args.beam_size,
         show=0,
+        device=args.device,
+        optimize=not args.no_optimize,
     )
     for key in ("bleu", "chrf", "bleu_tok_lc"):
         if key in scores and (key != "bleu_tok_lc" or args.tok_lc):
@@ -516,6 +518,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--beam-size", type=_count(1))
     evaluate.add_argument("--tok-lc", action="store_true", help="also tokenized-lowercased BLEU")
     evaluate.add_argument("--json", help="write all scores to this JSON file")
+    evaluate.add_argument("--device", default="cpu")
+    evaluate.add_argument(
+        "--no-optimize",
+        action="store_true",
+        help="search the plain model (default on CPU: its optimize_for_inference copy)",
+    )
     evaluate.set_defaults(func=_evaluate)
     _add_generate(sub)
     _add_perplexity(sub)

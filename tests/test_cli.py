@@ -93,6 +93,9 @@ def test_evaluate_prints_sacrebleu_signatures(checkpoint, tmp_path, capsys, monk
     )
     assert code == 0
     assert [line.split("\t")[0] for line in out.splitlines()] == ["bleu", "chrf", "bleu_tok_lc"]
+    args = ["evaluate", checkpoint, "--src", tmp_path / "src.txt", "--ref", tmp_path / "ref.txt"]
+    code, plain, _ = run_cli([*args, "--tok-lc", "--no-optimize"], capsys, monkeypatch)
+    assert code == 0 and plain == out  # the optimized search changes no score
     assert "nrefs:1" in out
 
 

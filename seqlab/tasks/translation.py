@@ -178,6 +178,8 @@ def evaluate_translation(
     out_dir: Path | None = None,
     prefix: str = "test",
     show: int = 5,
+    device: str = "cpu",
+    optimize: bool = True,
 ) -> dict:
     """Translate `sources` with `checkpoint`; score against `references` (BLEU, chrF, tok-lc).
 
@@ -186,7 +188,7 @@ def evaluate_translation(
     """
     if len(sources) != len(references):
         raise ConfigError(f"{len(sources)} source lines but {len(references)} references")
-    translator = Translator.from_checkpoint(checkpoint)
+    translator = Translator.from_checkpoint(checkpoint, device, optimize)
     beam = beam_size or translator.decode.beam_size
     started = time.perf_counter()
     hyps = [h[0].text if h else "" for h in translator.translate(list(sources), beam_size=beam)]
