@@ -189,7 +189,7 @@ def load_weights(model: Any, path: str | Path) -> None:
     Raises:
         CheckpointError: the file is missing, unreadable, or does not fit `model`.
     """
-    from safetensors import SafetensorsError
+    from safetensors import SafetensorError
     from safetensors.torch import load_model as load_safetensors
 
     weights = Path(path) / WEIGHTS
@@ -197,5 +197,5 @@ def load_weights(model: Any, path: str | Path) -> None:
         raise CheckpointError(f"{path}: no {WEIGHTS}")
     try:
         load_safetensors(model, str(weights), strict=True)
-    except (RuntimeError, SafetensorsError) as error:
+    except (RuntimeError, SafetensorError) as error:
         raise CheckpointError(f"{weights}: does not fit the recipe's model: {error}") from error
