@@ -24,7 +24,6 @@ from seqlab.config import Recipe, TranslationData
 from seqlab.data.batch import Batch, collate
 from seqlab.distributed import ShardResult
 from seqlab.errors import ConfigError
-from seqlab.evaluation.bleu import corpus_scores
 from seqlab.evaluation.metrics import perplexity
 from seqlab.inference import Translator, open_translator
 from seqlab.losses import real_positions, token_cross_entropy
@@ -148,6 +147,8 @@ class TranslationTask(TrainingTask):
         if [index for index, _ in whole.outputs] != list(range(expected)):
             raise ValueError(f"validation translated {len(whole.outputs)} of {expected} sentences")
         references = self.data.splits["valid"].select(range(expected))["tgt"]
+        from seqlab.evaluation.bleu import corpus_scores  # sacrebleu: not for `translate`
+
         scores = corpus_scores([text for _, text in whole.outputs], references, tok_lc=True)
         metrics["bleu"] = scores["bleu"]["score"]
         metrics["bleu_tok_lc"] = scores["bleu_tok_lc"]["score"]
@@ -198,6 +199,8 @@ def evaluate_translation(
     started = time.perf_counter()
     hyps = [h[0].text if h else "" for h in translator.translate(list(sources), beam_size=beam)]
     seconds = time.perf_counter() - started
+    from seqlab.evaluation.bleu import corpus_scores  # sacrebleu (0.1 s): not for `translate`
+
     scores = corpus_scores(hyps, list(references), tok_lc=True)
     scores.update(
         {

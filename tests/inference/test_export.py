@@ -14,7 +14,7 @@ from seqlab.checkpoint import load_model
 from seqlab.errors import CheckpointError, SeqlabError
 from seqlab.inference import Translator, open_translator
 from seqlab.inference.export import export_model
-from tests.conftest import run_cli
+from tests.conftest import REPO, run_cli
 
 ct2 = pytest.importorskip("ctranslate2")
 
@@ -306,3 +306,32 @@ def test_export_cli_prints_the_folder(transformer_checkpoint, tmp_path, capsys, 
     args = ["export", transformer_checkpoint, tmp_path / "x", "--format", "seqlab"]
     code, _, err = run_cli([*args, "--quantization", "int8"], capsys, monkeypatch)
     assert code == 2 and "--quantization applies to --format ctranslate2 only" in err
+
+
+# -- start-up ------------------------------------------------------------------------------------
+
+HEAVY = ("torch", "datasets", "pyarrow", "matplotlib", "tensorboard", "sacrebleu")
+
+
+def imported_by(args: list[str], stdin: str = "") -> set[str]:
+    """The HEAVY modules a fresh interpreter has imported after `seqlab ARGS`."""
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys\nfrom seqlab.cli import main\ncode = main(sys.argv[1:])\n"
+        f"print(json.dumps([code, [m for m in {HEAVY!r} if m in sys.modules]]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args], input=stdin, capture_output=True, text=True,
+        cwd=REPO, check=True,
+    )  # fmt: skip
+    status, heavy = json.loads(done.stdout.splitlines()[-1])
+    assert status == 0, done.stderr
+    return set(heavy)
+
+
+def test_translate_imports_only_what_it_uses(ct2_folder, transformer_checkpoint):
+    assert imported_by(["translate", str(ct2_folder), "-q"], "s1 s2\n") == set()
+    assert imported_by(["translate", str(transformer_checkpoint), "-q"], "s1 s2\n") == {"torch"}
