@@ -392,6 +392,9 @@ def _add_perplexity(sub) -> None:
     perplexity.set_defaults(func=_perplexity)
 
 
+_MODEL_HELP = "a checkpoint file, or a folder written by `seqlab export` (seqlab or ctranslate2)"
+
+
 def _add_engine_flags(parser) -> None:
     parser.add_argument(
         "--engine",
@@ -518,7 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=_train)
 
     translate = sub.add_parser("translate", help="translate lines (stdin to stdout by default)")
-    translate.add_argument("checkpoint")
+    translate.add_argument("checkpoint", help=_MODEL_HELP)
     translate.add_argument("-i", "--input", help="input file (default: stdin)")
     translate.add_argument(
         "-o", "--output", help="output file, written atomically (default: stdout)"
@@ -575,8 +578,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     average.set_defaults(func=_average)
 
-    evaluate = sub.add_parser("evaluate", help="BLEU and chrF (sacrebleu) of a checkpoint on files")
-    evaluate.add_argument("checkpoint")
+    evaluate = sub.add_parser("evaluate", help="BLEU and chrF (sacrebleu) of a model on files")
+    evaluate.add_argument("checkpoint", help=_MODEL_HELP)
     evaluate.add_argument("--src", required=True)
     evaluate.add_argument("--ref", required=True)
     evaluate.add_argument("--beam-size", type=_count(1))
