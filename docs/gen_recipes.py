@@ -324,7 +324,9 @@ def render() -> str:
         "A recipe is one TOML file: top-level `name`, `task` and `seed`, then the tables `[data]`"
         " (its keys depend on `task`), `[model]` (`kind = ...` picks a model family; the other"
         " keys are that family's), `[train]` and `[decode]`. A key left out takes the default"
-        ' below ("unset" means no value: leave the key out). An unknown key or a value of the'
+        ' below ("unset" means no value: leave the key out, or unset a key whose default is set'
+        ' with the string `"none"` or `""`, e.g. `data.test_split = "none"` for a corpus without'
+        " a test split). An unknown key or a value of the"
         " wrong type is an error naming the key, the file and the closest valid key. Any key can"
         " be overridden on the command line as `section.key=value`, the value a TOML literal:"
         " `seqlab train recipes/reverse.toml train.max_steps=300 decode.beam_size=4`.",

@@ -64,6 +64,10 @@ class TranslationData:
     synthetic_size: int = 20000
     synthetic_symbols: int = 20
 
+    def __post_init__(self):
+        _check_at_least(self, "data", 1, "synthetic_size", "synthetic_symbols", "min_freq")
+        _check_at_least(self, "data", 1, "num_proc", "sp_vocab_size")
+
 
 @dataclass(frozen=True)
 class MaskedLMData:
@@ -158,6 +162,13 @@ class LanguageModelData:
     def __post_init__(self):
         if self.cache_window < 0:
             raise ValueError(f"data.cache_window = {self.cache_window} must not be negative")
+        if self.corpus != "files":
+            for key in ("train_path", "valid_path", "test_path"):
+                if getattr(self, key) is not None:
+                    raise ValueError(
+                        f"data.{key} is read only with data.corpus = 'files' "
+                        f"(corpus is {self.corpus!r}); remove it or set corpus = 'files'"
+                    )
         for key in ("valid_fraction", "test_fraction"):
             if not 0.0 <= getattr(self, key) < 1.0:
                 raise ValueError(f"data.{key} = {getattr(self, key)} must be in [0, 1)")
@@ -278,12 +289,17 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+def _means_unset(value: Any) -> bool:
+    """TOML has no null: an optional key is unset by the string "none" (any case) or ""."""
+    return isinstance(value, str) and value.strip().lower() in ("", "none")
+
+
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Check `value` against annotation `tp`; return it (ints widen to float, lists to tuples)."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if isinstance(tp, types.UnionType) or origin is typing.Union:
-        if value is None and type(None) in args:  # a resolved recipe read back from a checkpoint
-            return None
+        if type(None) in args and (value is None or _means_unset(value)):
+            return None  # None: a resolved recipe read back from a checkpoint
         for arg in args:
             if arg is type(None):
                 continue
