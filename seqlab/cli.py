@@ -327,6 +327,46 @@ def _perplexity(args: argparse.Namespace) -> int:
     return 0
 
 
+def _classify(args: argparse.Namespace) -> int:
+    from seqlab.inference import Classifier
+
+    classifier = Classifier.from_checkpoint(args.checkpoint, device=args.device)
+    lines = _read_lines(args.input)
+    results = classifier.classify(lines, batch_size=args.batch_size)
+    if args.probs:  # one JSON object a line: {"label": ..., "probs": {label: p, ...}}
+        out = [
+            json.dumps({"label": p.label, "probs": dict(zip(classifier.labels, p.probs))})
+            if p is not None
+            else ""
+            for p in results
+        ]
+    else:
+        out = [p.label if p is not None else "" for p in results]
+    _write_lines(args.output, out)  # an empty input line gives an empty output line
+    return 0
+
+
+def _add_classify(sub) -> None:
+    classify = sub.add_parser(
+        "classify", help="label sentences with a classifier (one label per input line)"
+    )
+    classify.add_argument("checkpoint")
+    classify.add_argument("input", nargs="?", help="one sentence per line (default or '-': stdin)")
+    classify.add_argument(
+        "-o", "--output", help="output file, written atomically (default: stdout)"
+    )
+    classify.add_argument(
+        "--probs",
+        action="store_true",
+        help='print one JSON object per line instead: {"label": ..., "probs": {LABEL: P, ...}}',
+    )
+    classify.add_argument(
+        "--batch-size", type=_count(1), default=64, help="sentences per batch (default 64)"
+    )
+    classify.add_argument("--device", default="cpu")
+    classify.set_defaults(func=_classify)
+
+
 def _add_perplexity(sub) -> None:
     perplexity = sub.add_parser(
         "perplexity",
@@ -525,6 +565,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="search the plain model (default on CPU: its optimize_for_inference copy)",
     )
     evaluate.set_defaults(func=_evaluate)
+    _add_classify(sub)
     _add_generate(sub)
     _add_perplexity(sub)
     return parser

@@ -36,8 +36,8 @@ from seqlab.data.readers import read_lines, read_split
 from seqlab.data.sentence_pairs import nsp_pairs, packed_pairs, split_paragraph, split_sentences
 from seqlab.data.tokenize import (
     SentencePieceTokenizer,
-    Tokenizer,
     WhitespaceTokenizer,
+    encode_text,
     tokenizer_from_config,
 )
 from seqlab.data.vocab import UNK, Side, Vocab
@@ -62,16 +62,6 @@ class PreparedMaskedLM:
             lines.append(f"{name}: {len(ds)} sentence pairs ({is_next} true next), {tokens} tokens")
         lines.append(f"vocabulary: {len(self.side.vocab)} ({self.side.tokenizer!r})")
         return "\n".join(lines)
-
-
-def encode_text(tokenizer: Tokenizer, vocab: Vocab, text: str) -> list[int]:
-    """Ids of `text`, with every literal `<unk>` mapped to the `<unk>` id."""
-    ids: list[int] = []
-    for k, part in enumerate(text.split(UNK)):
-        if k:
-            ids.append(vocab.unk_id)
-        ids.extend(vocab.encode(tokenizer.tokenize(part)))
-    return ids
 
 
 def _sentence_rows(corpus: str, folder: str, split: str, lowercase: bool):
