@@ -327,22 +327,26 @@ def _perplexity(args: argparse.Namespace) -> int:
     return 0
 
 
+def _classified_line(prediction, labels: tuple[str, ...], probs: bool) -> str:
+    """The output line of one input line: its label, or with `probs` one JSON object
+    {"label": LABEL, "probs": {LABEL: P, ...}} (every label, in the checkpoint's order, P rounded
+    to 6 decimals); "" for an empty input line, so outputs stay aligned with inputs."""
+    if prediction is None:
+        return ""
+    if not probs:
+        return prediction.label
+    scores = {label: round(p, 6) for label, p in zip(labels, prediction.probs)}
+    return json.dumps({"label": prediction.label, "probs": scores}, ensure_ascii=False)
+
+
 def _classify(args: argparse.Namespace) -> int:
     from seqlab.inference import Classifier
 
     classifier = Classifier.from_checkpoint(args.checkpoint, device=args.device)
     lines = _read_lines(args.input)
     results = classifier.classify(lines, batch_size=args.batch_size)
-    if args.probs:  # one JSON object a line: {"label": ..., "probs": {label: p, ...}}
-        out = [
-            json.dumps({"label": p.label, "probs": dict(zip(classifier.labels, p.probs))})
-            if p is not None
-            else ""
-            for p in results
-        ]
-    else:
-        out = [p.label if p is not None else "" for p in results]
-    _write_lines(args.output, out)  # an empty input line gives an empty output line
+    out = [_classified_line(p, classifier.labels, args.probs) for p in results]
+    _write_lines(args.output, out)
     return 0
 
 
