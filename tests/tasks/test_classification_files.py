@@ -162,6 +162,17 @@ def test_a_valid_label_missing_from_training_is_named_with_its_line(tmp_path):
         prepare(recipe, cache=tmp_path / "cache")
 
 
+def test_a_file_failing_mid_way_leaves_no_cache_a_rerun_trusts(tmp_path):
+    rows = [f"{text}\t{label}" for text, label in toy_rows(3000, 0)]
+    rows.insert(2500, "one\ttoo\tmany")
+    train = tmp_path / "train.tsv"
+    train.write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
+    recipe = cls_recipe(tmp_path, files_data(train))
+    for _ in range(2):
+        with pytest.raises(DataError, match=r"train\.tsv:2502: expected 2 tab-separated fields"):
+            prepare(recipe, cache=tmp_path / "cache")
+
+
 def test_num_classes_must_count_the_training_labels(tmp_path):
     train = write_rows(tmp_path / "train.tsv", toy_rows(50, 0))
     valid = write_rows(tmp_path / "valid.tsv", toy_rows(10, 1))

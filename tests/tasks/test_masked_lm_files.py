@@ -7,9 +7,9 @@ import torch
 
 from seqlab.checkpoint import load_model
 from seqlab.config import load_recipe
+from seqlab.data.sentence_pairs import split_sentences
 from seqlab.errors import ConfigError, DataError
 from seqlab.run import train_recipe
-from seqlab.data.sentence_pairs import split_sentences
 from seqlab.tasks.masked_lm_data import prepare, sentence_tables
 
 torch.set_num_threads(1)
