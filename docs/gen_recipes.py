@@ -74,7 +74,6 @@ FALLBACK: dict[str, dict[str, str]] = {
         **_SP,
         "train_split": "the corpus split to train on",
         "valid_split": "the split validated on (loss and accuracy)",
-        "num_classes": "labels are 0 .. num_classes - 1",
         "min_freq": "without `pretrained`: rarer tokens become `<unk>`",
         "max_vocab": "without `pretrained`: keep at most this many tokens",
         "valid_path": 'with corpus = "files": validation examples, in the form of train_path',
