@@ -74,7 +74,6 @@ FALLBACK: dict[str, dict[str, str]] = {
         **_SP,
         "train_split": "the corpus split to train on",
         "valid_split": "the split validated on (loss and accuracy)",
-        "num_classes": "labels are 0 .. num_classes - 1",
         "min_freq": "without `pretrained`: rarer tokens become `<unk>`",
         "max_vocab": "without `pretrained`: keep at most this many tokens",
         "valid_path": 'with corpus = "files": validation examples, in the form of train_path',
@@ -324,7 +323,9 @@ def render() -> str:
         "A recipe is one TOML file: top-level `name`, `task` and `seed`, then the tables `[data]`"
         " (its keys depend on `task`), `[model]` (`kind = ...` picks a model family; the other"
         " keys are that family's), `[train]` and `[decode]`. A key left out takes the default"
-        ' below ("unset" means no value: leave the key out). An unknown key or a value of the'
+        ' below ("unset" means no value: leave the key out, or unset a key whose default is set'
+        ' with the string `"none"` or `""`, e.g. `data.test_split = "none"` for a corpus without'
+        " a test split). An unknown key or a value of the"
         " wrong type is an error naming the key, the file and the closest valid key. Any key can"
         " be overridden on the command line as `section.key=value`, the value a TOML literal:"
         " `seqlab train recipes/reverse.toml train.max_steps=300 decode.beam_size=4`.",

@@ -22,7 +22,7 @@ import shutil
 import tempfile
 import zipfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -165,12 +165,14 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
 @dataclass(frozen=True)
 class LoadedModel:
     """A trained model ready for use: the model (eval mode, on the requested device), the
-    resolved recipe it was trained with, and its sides (tokenizer + vocabulary) by checkpoint
-    key, in the order its task's spec names them (translation: "src", "tgt")."""
+    resolved recipe it was trained with, its sides (tokenizer + vocabulary) by checkpoint
+    key, in the order its task's spec names them (translation: "src", "tgt"), and the other
+    values its spec's `extras` name (classification: "labels")."""
 
     model: torch.nn.Module
     recipe: Any  # seqlab.config.Recipe
     sides: dict[str, Any]  # key -> seqlab.data.vocab.Side
+    extras: dict[str, Any] = field(default_factory=dict)
 
 
 def load_model(path: str | Path, device: Any = "cpu", *, task: str | None = None) -> LoadedModel:
@@ -202,12 +204,13 @@ def load_model(path: str | Path, device: Any = "cpu", *, task: str | None = None
     if missing:
         raise CheckpointError(f"{path}: no '{missing[0]}' entry (its tokenizer and vocabulary)")
     sides = {key: Side.from_payload(state[key]) for key in spec.sides}
-    model = spec.build_model(recipe, list(sides.values()))
+    extras = {key: state[key] for key in spec.extras if key in state}
+    model = spec.build_model(recipe, list(sides.values()), extras)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as error:
         raise CheckpointError(f"{path}: weights do not fit the recipe's model: {error}") from error
-    return LoadedModel(model.to(device).eval(), recipe, sides)
+    return LoadedModel(model.to(device).eval(), recipe, sides, extras)
 
 
 def _load_folder(path: Path, device: Any, task: str | None) -> LoadedModel:

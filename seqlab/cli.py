@@ -351,6 +351,50 @@ def _perplexity(args: argparse.Namespace) -> int:
     return 0
 
 
+def _classified_line(prediction, labels: tuple[str, ...], probs: bool) -> str:
+    """The output line of one input line: its label, or with `probs` one JSON object
+    {"label": LABEL, "probs": {LABEL: P, ...}} (every label, in the checkpoint's order, P rounded
+    to 6 decimals); "" for an empty input line, so outputs stay aligned with inputs."""
+    if prediction is None:
+        return ""
+    if not probs:
+        return prediction.label
+    scores = {label: round(p, 6) for label, p in zip(labels, prediction.probs)}
+    return json.dumps({"label": prediction.label, "probs": scores}, ensure_ascii=False)
+
+
+def _classify(args: argparse.Namespace) -> int:
+    from seqlab.inference import Classifier
+
+    classifier = Classifier.from_checkpoint(args.checkpoint, device=args.device)
+    lines = _read_lines(args.input)
+    results = classifier.classify(lines, batch_size=args.batch_size)
+    out = [_classified_line(p, classifier.labels, args.probs) for p in results]
+    _write_lines(args.output, out)
+    return 0
+
+
+def _add_classify(sub) -> None:
+    classify = sub.add_parser(
+        "classify", help="label sentences with a classifier (one label per input line)"
+    )
+    classify.add_argument("checkpoint")
+    classify.add_argument("input", nargs="?", help="one sentence per line (default or '-': stdin)")
+    classify.add_argument(
+        "-o", "--output", help="output file, written atomically (default: stdout)"
+    )
+    classify.add_argument(
+        "--probs",
+        action="store_true",
+        help='print one JSON object per line instead: {"label": ..., "probs": {LABEL: P, ...}}',
+    )
+    classify.add_argument(
+        "--batch-size", type=_count(1), default=64, help="sentences per batch (default 64)"
+    )
+    classify.add_argument("--device", default="cpu")
+    classify.set_defaults(func=_classify)
+
+
 def _add_perplexity(sub) -> None:
     perplexity = sub.add_parser(
         "perplexity",
@@ -594,6 +638,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_engine_flags(evaluate)
     evaluate.set_defaults(func=_evaluate)
     _add_export(sub)
+    _add_classify(sub)
     _add_generate(sub)
     _add_perplexity(sub)
     return parser

@@ -33,6 +33,26 @@ def _check_at_least(config: Any, section: str, low: float, *keys: str) -> None:
             raise ValueError(f"{section}.{key} = {value} must be at least {low}")
 
 
+def _check_own_files(config: Any, paths: tuple[str, ...]) -> None:
+    """`corpus = "files"` needs `train_path`; with a named corpus the path keys, and `valid_size`
+    (where the config has it), are ignored, so setting one is an error naming it."""
+    if config.corpus == "files":
+        if config.train_path is None:
+            raise ValueError("data.corpus = 'files' needs data.train_path")
+        if getattr(config, "valid_path", None) is not None and config.valid_size is not None:
+            raise ValueError(
+                "data.valid_size holds rows out of train_path; with data.valid_path "
+                "set it is not used: remove one of them"
+            )
+        return
+    for key in (*paths, "valid_size"):
+        if getattr(config, key, None) is not None:
+            raise ValueError(
+                f"data.{key} is read only with data.corpus = 'files' "
+                f"(corpus is {config.corpus!r}); remove it or set corpus = 'files'"
+            )
+
+
 def _check_fraction(config: Any, section: str, key: str, *, upper_open: bool = False) -> None:
     value = getattr(config, key)
     if not (0.0 <= value < 1.0 if upper_open else 0.0 <= value <= 1.0):
@@ -64,14 +84,25 @@ class TranslationData:
     synthetic_size: int = 20000
     synthetic_symbols: int = 20
 
+    def __post_init__(self):
+        _check_at_least(self, "data", 1, "synthetic_size", "synthetic_symbols", "min_freq")
+        _check_at_least(self, "data", 1, "num_proc", "sp_vocab_size")
+
 
 @dataclass(frozen=True)
 class MaskedLMData:
     """BERT pretraining data: sentence pairs of a corpus's paragraphs, masked anew each epoch."""
 
-    corpus: str = "wikitext-2"  # a "lines" manifest: one paragraph per line
+    corpus: str = "wikitext-2"  # a "lines" manifest (one paragraph per line), or "files"
     train_split: str = "train"
     valid_split: str = "valid"
+    # with corpus = "files": UTF-8 text (or .gz), one paragraph per line; sentences end at . ! or ?
+    # followed by a space, and a line of fewer than two sentences gives no pair
+    train_path: str | None = None
+    valid_path: str | None = None  # with corpus = "files"; unset: hold out valid_size lines
+    # with corpus = "files" and no valid_path: paragraphs (lines of two sentences or more) of
+    # train_path held out for validation, drawn with the recipe's seed; unset: 1000
+    valid_size: int | None = None
     tokenizer: Literal["sentencepiece", "whitespace"] = "sentencepiece"
     lowercase: bool = True
     min_freq: int = 5  # whitespace vocabulary (d2l: 5)
@@ -96,16 +127,30 @@ class MaskedLMData:
             raise ValueError("data.mask_token_prob + data.random_token_prob must be at most 1")
         if self.max_len < 5:
             raise ValueError(f"data.max_len = {self.max_len} leaves no room for two sentences")
+        _check_at_least(self, "data", 2, "valid_size")  # pairs need two paragraphs
+        _check_own_files(self, ("train_path", "valid_path"))
 
 
 @dataclass(frozen=True)
 class ClassificationData:
     """Sentence classification (SST-2), from a pretrained BERT checkpoint or from scratch."""
 
-    corpus: str = "sst2"  # a "tsv-labelled" manifest
+    corpus: str = "sst2"  # a "tsv-labelled" manifest, or "files" (train_path, valid_path, ...)
     train_split: str = "train"
     valid_split: str = "dev"
-    num_classes: int = 2
+    # with corpus = "files": a labelled .tsv / .csv (a header row naming the columns) or .jsonl
+    # file (one JSON object a line), optionally .gz; label names are the training file's labels
+    train_path: str | None = None
+    valid_path: str | None = None  # with corpus = "files"; unset: hold out valid_size rows
+    test_path: str | None = None  # with corpus = "files": scored with best.pt after training
+    # with corpus = "files" and no valid_path: rows of train_path held out for validation, drawn
+    # with the recipe's seed; unset: 1000
+    valid_size: int | None = None
+    text_column: str = "text"  # with corpus = "files": the column (JSON key) of the sentence
+    label_column: str = "label"  # with corpus = "files": the column (JSON key) of its label
+    # unset: the number of labels (sst2: 2; files: the training file's distinct labels); set
+    # with corpus = "files": must equal that number
+    num_classes: int | None = None
     pretrained: str | None = None  # a masked_lm checkpoint: its tokenizer, vocabulary, model
     init: Literal["pretrained", "scratch"] = "pretrained"  # scratch: its vocabulary, fresh weights
     tokenizer: Literal["sentencepiece", "whitespace"] = "whitespace"  # without `pretrained`
@@ -118,6 +163,20 @@ class ClassificationData:
     max_len: int = 64  # tokens of <cls> sentence <sep>; longer sentences are truncated
     max_train_examples: int | None = None  # keep the first N training sentences (smoke runs)
     num_proc: int = 1
+
+    def __post_init__(self):
+        _check_at_least(self, "data", 1, "valid_size", "max_train_examples", "num_proc")
+        _check_at_least(self, "data", 2, "num_classes")
+        if self.max_len < 3:
+            raise ValueError(f"data.max_len = {self.max_len} leaves no room for a sentence")
+        _check_own_files(self, ("train_path", "valid_path", "test_path"))
+        if self.corpus != "files":
+            for key, default in (("text_column", "text"), ("label_column", "label")):
+                if getattr(self, key) != default:
+                    raise ValueError(
+                        f"data.{key} is read only with data.corpus = 'files' "
+                        f"(corpus is {self.corpus!r}); remove it or set corpus = 'files'"
+                    )
 
 
 @dataclass(frozen=True)
@@ -158,6 +217,13 @@ class LanguageModelData:
     def __post_init__(self):
         if self.cache_window < 0:
             raise ValueError(f"data.cache_window = {self.cache_window} must not be negative")
+        if self.corpus != "files":
+            for key in ("train_path", "valid_path", "test_path"):
+                if getattr(self, key) is not None:
+                    raise ValueError(
+                        f"data.{key} is read only with data.corpus = 'files' "
+                        f"(corpus is {self.corpus!r}); remove it or set corpus = 'files'"
+                    )
         for key in ("valid_fraction", "test_fraction"):
             if not 0.0 <= getattr(self, key) < 1.0:
                 raise ValueError(f"data.{key} = {getattr(self, key)} must be in [0, 1)")
@@ -278,12 +344,17 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+def _means_unset(value: Any) -> bool:
+    """TOML has no null: an optional key is unset by the string "none" (any case) or ""."""
+    return isinstance(value, str) and value.strip().lower() in ("", "none")
+
+
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Check `value` against annotation `tp`; return it (ints widen to float, lists to tuples)."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if isinstance(tp, types.UnionType) or origin is typing.Union:
-        if value is None and type(None) in args:  # a resolved recipe read back from a checkpoint
-            return None
+        if type(None) in args and (value is None or _means_unset(value)):
+            return None  # None: a resolved recipe read back from a checkpoint
         for arg in args:
             if arg is type(None):
                 continue

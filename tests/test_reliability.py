@@ -85,11 +85,26 @@ def test_a_fresh_run_starts_a_new_log_and_clears_stale_temp_files(tmp_path, caps
         ("train.lr=nan", "train.lr"),
         ("decode.length_penalty=nan", "decode.length_penalty"),
         ("model.dropout=inf", "model.dropout"),
+        ("data.synthetic_size=0", "data.synthetic_size"),
+        ("data.synthetic_symbols=0", "data.synthetic_symbols"),
     ],
 )
 def test_a_bad_recipe_value_is_refused_when_the_recipe_loads(override, named):
     with pytest.raises(ConfigError, match=re.escape(named)):
         load_recipe(RECIPE, [override])
+
+
+@pytest.mark.parametrize("unset", ["none", "None", "''"])
+def test_an_optional_key_is_unset_by_none_or_an_empty_string(unset):
+    """TOML has no null: `data.test_split = "none"` (or "") means no test split."""
+    recipe = load_recipe(REPO / "recipes" / "multi30k-gru.toml", [f"data.test_split={unset}"])
+    assert recipe.data.test_split is None
+    assert load_recipe(RECIPE, ["data.max_len=none"]).data.max_len is None
+
+
+def test_a_path_key_that_a_named_corpus_ignores_is_refused():
+    with pytest.raises(ConfigError, match=r"data\.train_path .*corpus = 'files'"):
+        load_recipe(REPO / "recipes" / "wikitext2-lstm.toml", ["data.train_path=my.txt"])
 
 
 def test_a_missing_device_is_named_as_such(tmp_path, capsys, monkeypatch):

@@ -11,6 +11,7 @@ These functions are pure: randomness comes from the `random.Random` the caller p
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Iterable, Sequence
 from typing import TypeVar
 
@@ -31,6 +32,21 @@ def split_paragraph(line: str, *, lowercase: bool = True, min_sentences: int = 2
         text = text.lower()
     sentences = [s.strip() for s in text.split(SENTENCE_SEPARATOR)]
     sentences = [s for s in sentences if s]
+    return sentences if len(sentences) >= min_sentences else []
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def split_sentences(line: str, *, lowercase: bool = True, min_sentences: int = 2) -> list[str]:
+    """The sentences of one paragraph of plain text, or [] when it has fewer than
+    `min_sentences`: the user's own files (`data.corpus = "files"`), whose sentences end with
+    `.`, `!` or `?` followed by whitespace (the punctuation stays with its sentence). WikiText's
+    tokenized " . " splits the same way, its full stops kept."""
+    text = line.strip()
+    if lowercase:
+        text = text.lower()
+    sentences = [s for s in (part.strip() for part in _SENTENCE_END.split(text)) if s]
     return sentences if len(sentences) >= min_sentences else []
 
 

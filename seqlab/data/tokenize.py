@@ -401,3 +401,15 @@ def tokenizer_from_config(config: dict, model_bytes: bytes | None = None) -> Tok
         f"tokenizer config: unknown kind {kind!r} "
         "(expected 'word', 'char', 'whitespace' or 'sentencepiece')"
     )
+
+
+def encode_text(tokenizer: Tokenizer, vocab: Vocab, text: str) -> list[int]:
+    """Ids of `text`, with every literal `<unk>` mapped to the `<unk>` id (WikiText writes
+    unknown words so; SentencePiece would otherwise spell it out as pieces). How BERT's
+    pretraining, fine-tuning and `seqlab classify` all turn a sentence into ids."""
+    ids: list[int] = []
+    for k, part in enumerate(text.split(UNK)):
+        if k:
+            ids.append(vocab.unk_id)
+        ids.extend(vocab.encode(tokenizer.tokenize(part)))
+    return ids

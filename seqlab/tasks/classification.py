@@ -1,4 +1,8 @@
-"""Sentence classification (SST-2) with a BERT encoder: from a pretrained checkpoint or scratch.
+"""Sentence classification with a BERT encoder: from a pretrained checkpoint or scratch.
+
+The data is a "tsv-labelled" corpus (SST-2, labels "0" / "1") or the user's own TSV / CSV / JSONL
+files (`data.corpus = "files"`, `seqlab.tasks.classification_data`), whose label names are kept
+in the checkpoint ("labels") for `seqlab classify`.
 
 `data.pretrained` names a `masked_lm` checkpoint. Its tokenizer and vocabulary are always used,
 so that the pretrained run and its control differ in one thing only: `data.init = "pretrained"`
@@ -14,6 +18,7 @@ sentences (the trainer divides by their number). Validation: loss and accuracy o
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +41,7 @@ from seqlab.distributed import ShardResult
 from seqlab.errors import CheckpointError, ConfigError, DataError
 from seqlab.models.bert import ARCHITECTURE_KEYS, BertClassifier, build_bert_classifier
 from seqlab.tasks.batching import training_sampler, validation_batches
+from seqlab.tasks.classification_data import file_tables
 from seqlab.tasks.masked_lm_data import cached_side, encode_table
 from seqlab.tasks.spec import TaskSpec, TrainingTask
 
@@ -45,14 +51,16 @@ class PreparedClassification:
     """Encoded train/valid tables (`ids`, `label`), the side, and pretrained weights if any."""
 
     side: Side
-    splits: dict[str, datasets.Dataset]
+    splits: dict[str, datasets.Dataset]  # "train", "valid", and "test" when there is one
     weights: dict | None  # the checkpoint's BERT state dict when data.init = "pretrained"
+    labels: tuple[str, ...] = ("0", "1")  # label names by index
 
     def summary(self) -> str:
         lines = []
         for name, ds in self.splits.items():
             tokens = int(list_lengths(ds, "ids").sum())
-            labels = ", ".join(f"{k}: {v}" for k, v in sorted(_counts(ds["label"]).items()))
+            counts = sorted(_counts(ds["label"]).items())
+            labels = ", ".join(f"{self.labels[k]}: {v}" for k, v in counts)
             lines.append(f"{name}: {len(ds)} sentences ({labels}), {tokens} tokens")
         origin = "pretrained" if self.weights is not None else "scratch"
         lines.append(f"vocabulary: {len(self.side.vocab)}; weights: {origin}")
@@ -113,11 +121,19 @@ def load_pretrained(recipe: Recipe) -> tuple[Side, dict]:
     return pretrained.sides["src"], pretrained.model.state_dict()
 
 
+def corpus_labels(data: ClassificationData) -> tuple[str, ...]:
+    """Label names of a "tsv-labelled" corpus: its integer labels, as strings."""
+    return tuple(str(i) for i in range(data.num_classes or 2))
+
+
 def prepare(recipe: Recipe, *, cache: Path | None = None) -> PreparedClassification:
-    """Read the corpus, get the side (checkpoint's or trained), encode both splits."""
+    """Read the corpus, get the side (checkpoint's or trained), encode every split."""
     data: ClassificationData = recipe.data
     cache = cache or cache_dir()
-    tables = labelled_tables(data, cache)
+    if data.corpus == "files":
+        tables, labels = file_tables(data, cache, recipe.seed)
+    else:
+        tables, labels = labelled_tables(data, cache), corpus_labels(data)
     weights = None
     if data.pretrained:
         side, state = load_pretrained(recipe)
@@ -126,10 +142,10 @@ def prepare(recipe: Recipe, *, cache: Path | None = None) -> PreparedClassificat
         side = cached_side(data, tables["train"], cache)
     splits = {name: encode_table(ds, side, data.num_proc) for name, ds in tables.items()}
     for name, ds in splits.items():
-        bad = [v for v in set(ds["label"]) if not 0 <= v < data.num_classes]
+        bad = [v for v in set(ds["label"]) if not 0 <= v < len(labels)]
         if bad:
             raise DataError(f"{name} split: label {bad[0]} outside [0, data.num_classes)")
-    return PreparedClassification(side, splits, weights)
+    return PreparedClassification(side, splits, weights, tuple(labels))
 
 
 class Sentences(torch.utils.data.Dataset):
@@ -169,7 +185,7 @@ class ClassificationTask(TrainingTask):
         self.recipe, self.data = recipe, data
         vocab = data.side.vocab
         self.model: BertClassifier = build_bert_classifier(
-            recipe.model.config, len(vocab), recipe.data.num_classes
+            recipe.model.config, len(vocab), len(data.labels)
         )
         if data.weights is not None:
             self.model.bert.load_state_dict(data.weights)
@@ -197,10 +213,12 @@ class ClassificationTask(TrainingTask):
         logits = model(batch.tokens, batch.segments, batch.mask)  # (B, C)
         return F.cross_entropy(logits.float(), batch.labels, reduction="sum"), batch.size
 
-    def validation_part(self, model: nn.Module, rank: int = 0, world: int = 1) -> ShardResult:
-        """Summed loss and correct predictions over every `world`-th validation batch."""
+    def validation_part(
+        self, model: nn.Module, rank: int = 0, world: int = 1, split: str = "valid"
+    ) -> ShardResult:
+        """Summed loss and correct predictions over every `world`-th batch of `split`."""
         device = next(model.parameters()).device
-        rows = self.rows["valid"]
+        rows = self.rows[split]
         order = validation_batches(rows.lengths(), self.recipe.train)[rank::world]
         nll = correct = count = 0.0
         for batch in self._loader(rows, order, 0):
@@ -216,7 +234,28 @@ class ClassificationTask(TrainingTask):
         return {"loss": whole.sums["nll"] / count, "accuracy": whole.sums["correct"] / count}
 
     def checkpoint_extras(self) -> dict:
-        return {"src": self.data.side.to_payload()}
+        return {"src": self.data.side.to_payload(), "labels": list(self.data.labels)}
+
+
+def score_classification(recipe: Recipe, data: PreparedClassification, run_dir: Path) -> dict:
+    """Loss and accuracy of the run's best.pt on the test split (`data.test_path`), also
+    written to `test_scores.json`; {} without a test split."""
+    if "test" not in data.splits:
+        return {}
+    loaded = load_model(run_dir / "best.pt", task="classification")
+    task = ClassificationTask(recipe, data)
+    with torch.no_grad():
+        sums = task.validation_part(loaded.model, split="test")
+    scores = {**task.validation_metrics(sums), "sentences": int(sums.sums["count"])}
+    (run_dir / "test_scores.json").write_text(json.dumps(scores, indent=2))
+    return {"test": scores}
+
+
+def _model(recipe: Recipe, sides: list[Side], extras: dict) -> BertClassifier:
+    """A checkpoint's classifier: one output per saved label name (older checkpoints, without
+    names: `data.num_classes`, else 2)."""
+    labels = extras.get("labels") or corpus_labels(recipe.data)
+    return build_bert_classifier(recipe.model.config, len(sides[0].vocab), len(labels))
 
 
 SPEC = TaskSpec(
@@ -225,9 +264,9 @@ SPEC = TaskSpec(
     prepare=prepare,
     build=ClassificationTask,
     metrics={"accuracy": True, "loss": False},
+    score=score_classification,
     ignores=("train.label_smoothing", "train.valid_max_sentences", "decode"),
     sides=("src",),
-    model=lambda recipe, sides: build_bert_classifier(
-        recipe.model.config, len(sides[0].vocab), recipe.data.num_classes
-    ),
+    extras=("labels",),
+    model=_model,
 )

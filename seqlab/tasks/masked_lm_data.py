@@ -2,7 +2,10 @@
 
 `prepare(recipe)` is what `seqlab prepare` runs for `task = "masked_lm"`. Each line of a "lines"
 corpus (WikiText-2) is a paragraph; those with two sentences or more are split into sentences as
-d2l does (`seqlab.data.sentence_pairs.split_paragraph`). The sentence tables and their ids are
+d2l does (`seqlab.data.sentence_pairs.split_paragraph`). The user's own text (`corpus = "files"`)
+is read the same way, a paragraph a line, its sentences ending at `.`, `!` or `?` and a space
+(`split_sentences`); without `valid_path`, `valid_size` whole paragraphs drawn with the recipe's
+seed are held out for validation. The sentence tables and their ids are
 Arrow tables cached by fingerprint (`seqlab.data.dataset`); the tokenizer (SentencePiece, or a
 whitespace vocabulary with `min_freq` as d2l) is trained on the training sentences only and cached
 under `<cache>/prepared/<fingerprint>/`. Pairs are drawn once per split from the recipe's seed
@@ -23,22 +26,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
+import numpy as np
 
 from seqlab.config import MaskedLMData, Recipe
 from seqlab.data.corpus import cache_dir, fetch_corpus, load_manifest
 from seqlab.data.dataset import fingerprint, list_lengths, text_dataset
-from seqlab.data.readers import read_split
-from seqlab.data.sentence_pairs import nsp_pairs, packed_pairs, split_paragraph
+from seqlab.data.labelled_files import file_sha256
+from seqlab.data.readers import read_lines, read_split
+from seqlab.data.sentence_pairs import nsp_pairs, packed_pairs, split_paragraph, split_sentences
 from seqlab.data.tokenize import (
     SentencePieceTokenizer,
-    Tokenizer,
     WhitespaceTokenizer,
+    encode_text,
     tokenizer_from_config,
 )
 from seqlab.data.vocab import UNK, Side, Vocab
 from seqlab.errors import DataError
 
 READER_VERSION = 1  # bump when the sentence rows change
+DEFAULT_VALID_SIZE = 1000  # paragraphs held out of data.train_path without data.valid_path
 
 
 @dataclass
@@ -58,16 +64,6 @@ class PreparedMaskedLM:
         return "\n".join(lines)
 
 
-def encode_text(tokenizer: Tokenizer, vocab: Vocab, text: str) -> list[int]:
-    """Ids of `text`, with every literal `<unk>` mapped to the `<unk>` id."""
-    ids: list[int] = []
-    for k, part in enumerate(text.split(UNK)):
-        if k:
-            ids.append(vocab.unk_id)
-        ids.extend(vocab.encode(tokenizer.tokenize(part)))
-    return ids
-
-
 def _sentence_rows(corpus: str, folder: str, split: str, lowercase: bool):
     manifest = load_manifest(corpus)
     paragraph = 0
@@ -78,8 +74,60 @@ def _sentence_rows(corpus: str, folder: str, split: str, lowercase: bool):
         paragraph += bool(sentences)
 
 
-def sentence_tables(data: MaskedLMData, cache: Path) -> dict[str, datasets.Dataset]:
+def _file_sentence_rows(path: str, lowercase: bool):
+    """Rows of the user's text file: one paragraph a line, sentences split at . ! ? + space."""
+    paragraph = 0
+    for line in read_lines(path, strip=False):
+        sentences = split_sentences(line, lowercase=lowercase)
+        for sentence in sentences:
+            yield {"paragraph": paragraph, "text": sentence}
+        paragraph += bool(sentences)
+    if paragraph == 0:
+        raise DataError(
+            f"{path}: no line has two sentences or more (one paragraph a line; a sentence ends "
+            "with '.', '!' or '?' followed by a space)"
+        )
+
+
+def _file_table(path: str, data: MaskedLMData, cache: Path) -> datasets.Dataset:
+    fp = fingerprint("mlm-file-sentences", READER_VERSION, file_sha256(path), data.lowercase)
+    kwargs = {"path": path, "lowercase": data.lowercase}
+    return text_dataset(_file_sentence_rows, kwargs, fp, cache / "datasets")
+
+
+def hold_out_paragraphs(
+    table: datasets.Dataset, size: int, seed: int, path: str
+) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """(train, valid): `size` paragraphs drawn with `seed` from the sentence table of `path`
+    go to valid, whole, so no validation sentence's neighbour is trained on."""
+    paragraph = table.data.column("paragraph").to_numpy()  # (sentences,)
+    count = int(paragraph.max()) + 1
+    if size >= count - 1:
+        raise DataError(
+            f"data.valid_size = {size} holds out {size} of the {count} paragraphs (lines of two "
+            f"sentences or more) of {path}, leaving fewer than two to train on; lower it or "
+            "give data.valid_path"
+        )
+    held = np.zeros(count, dtype=bool)
+    held[random.Random(seed).sample(range(count), size)] = True
+    valid = held[paragraph]  # (sentences,)
+    return table.select(np.flatnonzero(~valid)), table.select(np.flatnonzero(valid))
+
+
+def file_sentence_tables(data: MaskedLMData, cache: Path, seed: int) -> dict[str, datasets.Dataset]:
+    """Sentence tables of `data.train_path` and `data.valid_path` (or a seeded hold-out)."""
+    train = _file_table(data.train_path, data, cache)
+    if data.valid_path is not None:
+        return {"train": train, "valid": _file_table(data.valid_path, data, cache)}
+    size = DEFAULT_VALID_SIZE if data.valid_size is None else data.valid_size
+    train, valid = hold_out_paragraphs(train, size, seed, data.train_path)
+    return {"train": train, "valid": valid}
+
+
+def sentence_tables(data: MaskedLMData, cache: Path, seed: int = 1) -> dict[str, datasets.Dataset]:
     """Tables of (paragraph number, sentence text) for the train and valid splits."""
+    if data.corpus == "files":
+        return file_sentence_tables(data, cache, seed)
     manifest = load_manifest(data.corpus)
     manifest.require_format(
         "lines", "masked_lm needs a 'lines' corpus (one paragraph per line, e.g. wikitext-2)"
@@ -202,15 +250,27 @@ def pair_table(
     return datasets.Dataset.from_dict(columns)
 
 
+def _split_name(data: MaskedLMData, name: str) -> str:
+    """How a message names split `name` ("train", "valid") of the recipe's corpus."""
+    if data.corpus != "files":
+        return f"corpus '{data.corpus}', split '{getattr(data, name + '_split')}'"
+    if name == "valid" and data.valid_path is None:
+        return f"the paragraphs held out of {data.train_path} (data.valid_size)"
+    return str(getattr(data, f"{name}_path"))
+
+
 def prepare(recipe: Recipe, *, cache: Path | None = None) -> PreparedMaskedLM:
     """Fetch the corpus, train the tokenizer, encode sentences and draw the NSP pairs."""
     data: MaskedLMData = recipe.data
     cache = cache or cache_dir()
-    tables = sentence_tables(data, cache)
+    tables = sentence_tables(data, cache, recipe.seed)
     side = cached_side(data, tables["train"], cache)
     splits = {}
     for i, name in enumerate(("train", "valid")):
         encoded = encode_table(tables[name], side, data.num_proc)
         limit = data.max_train_pairs if name == "train" else data.max_valid_pairs
-        splits[name] = pair_table(encoded, data, recipe.seed * 1000 + i, limit)
+        try:
+            splits[name] = pair_table(encoded, data, recipe.seed * 1000 + i, limit)
+        except DataError as error:
+            raise DataError(f"{_split_name(data, name)}: {error}") from None
     return PreparedMaskedLM(side, splits)

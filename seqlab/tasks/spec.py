@@ -40,9 +40,13 @@ class TaskSpec:
             such as "decode"); a recipe file that sets one is refused, naming it.
         sides: the checkpoint keys holding its `Side`s (tokenizer + vocabulary), in the order
             `model` takes them.
-        model: (recipe, sides) -> the task's model, untrained: how `seqlab.checkpoint.load_model`
-            rebuilds it before loading the weights. Default: `seqlab.models.build_model` with the
-            vocabulary sizes of the first and last side.
+        extras: checkpoint keys beyond the sides that describe the model, written by the
+            task's `checkpoint_extras` (classification: "labels", its label names). A
+            checkpoint's values under them are `LoadedModel.extras`; a key a checkpoint lacks
+            (an older one) is left out.
+        model: (recipe, sides, extras) -> the task's model, untrained: how
+            `seqlab.checkpoint.load_model` rebuilds it before loading the weights. Default:
+            `seqlab.models.build_model` with the vocabulary sizes of the first and last side.
     """
 
     name: str
@@ -54,12 +58,16 @@ class TaskSpec:
     shardable: bool = True
     ignores: tuple[str, ...] = field(default=())
     sides: tuple[str, ...] = ("src", "tgt")
-    model: Callable[[Recipe, list[Side]], nn.Module] | None = None
+    extras: tuple[str, ...] = ()
+    model: Callable[[Recipe, list[Side], dict[str, Any]], nn.Module] | None = None
 
-    def build_model(self, recipe: Recipe, sides: list[Side]) -> nn.Module:
-        """The untrained model of `recipe` for vocabularies `sides` (see `model`)."""
+    def build_model(
+        self, recipe: Recipe, sides: list[Side], extras: dict[str, Any] | None = None
+    ) -> nn.Module:
+        """The untrained model of `recipe` for vocabularies `sides` and the checkpoint's
+        `extras` (see `model`)."""
         if self.model is not None:
-            return self.model(recipe, sides)
+            return self.model(recipe, sides, extras or {})
         from seqlab.models import build_model
 
         return build_model(recipe.model, len(sides[0].vocab), len(sides[-1].vocab))

@@ -83,6 +83,9 @@ def test_fractions_are_carved_off_the_end_and_the_vocabulary_sees_train_only(tmp
     assert [len(short.splits[k]) for k in ("train", "valid")] == [5, 3]
 
 
+NO_PATHS = {"train_path": None, "valid_path": None}
+
+
 @pytest.mark.parametrize(
     ("data", "error", "message"),
     [
@@ -91,8 +94,9 @@ def test_fractions_are_carved_off_the_end_and_the_vocabulary_sees_train_only(tmp
         ({"valid_fraction": 0.1}, ConfigError, "valid_fraction needs"),
         ({"train_path": "/nonexistent/text.txt"}, DataError, "/nonexistent/text.txt"),
         ({"valid_path": None, "valid_fraction": 0.01}, DataError, "valid_fraction"),
-        ({"corpus": "multi30k", "valid_split": "val"}, ConfigError, "'parallel' corpus"),
-        ({"corpus": "timemachine", "valid_split": "valid"}, DataError, "no split 'valid'"),
+        ({"corpus": "multi30k", "valid_split": "val"} | NO_PATHS, ConfigError, "'parallel' corpus"),
+        ({"corpus": "timemachine", "valid_split": "valid"} | NO_PATHS, DataError, "no split"),
+        ({"corpus": "timemachine"}, ConfigError, "data.train_path is read only with"),
     ],
 )
 def test_bad_data_settings_name_the_key(tmp_path, data, error, message):
