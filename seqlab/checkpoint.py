@@ -231,9 +231,11 @@ def _load_folder(path: Path, device: Any, task: str | None) -> LoadedModel:
     missing = [key for key in spec.sides if key not in sides]
     if missing:
         raise CheckpointError(f"{path}: no '{missing[0]}' side in {META}")
-    model = spec.build_model(recipe, [sides[key] for key in spec.sides])
+    extras = {key: value for key, value in meta.get("extras", {}).items() if key in spec.extras}
+    model = spec.build_model(recipe, [sides[key] for key in spec.sides], extras)
     load_weights(model, path)
-    return LoadedModel(model.to(device).eval(), recipe, {key: sides[key] for key in spec.sides})
+    sides = {key: sides[key] for key in spec.sides}
+    return LoadedModel(model.to(device).eval(), recipe, sides, extras)
 
 
 # -- random number generators -----------------------------------------------------------------

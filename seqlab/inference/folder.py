@@ -141,8 +141,20 @@ def read_meta(folder: str | Path, engine: str | None = None) -> dict:
 
 
 def describe(loaded: Any, engine: str) -> dict:
-    """What `seqlab.json` says of a loaded model (`LoadedModel`), besides its sides."""
+    """What `seqlab.json` says of a loaded model (`LoadedModel`), besides its sides.
+
+    Raises:
+        CheckpointError: one of its `extras` (classification: the label names) is not plain
+            JSON data.
+    """
     recipe = loaded.recipe
+    extras = dict(getattr(loaded, "extras", {}) or {})
+    try:
+        json.dumps(extras)
+    except TypeError as error:
+        raise CheckpointError(
+            f"the model's extras {sorted(extras)} are not JSON: {error}"
+        ) from None
     return {
         "engine": engine,
         "task": recipe.task,
@@ -153,6 +165,7 @@ def describe(loaded: Any, engine: str) -> dict:
         "special_tokens": {"pad": "<pad>", "unk": "<unk>", "bos": "<bos>", "eos": "<eos>"},
         "source_ends_with": "<eos>",
         "decoder_starts_with": "<bos>",
+        "extras": extras,
     }
 
 

@@ -335,3 +335,36 @@ def imported_by(args: list[str], stdin: str = "") -> set[str]:
 def test_translate_imports_only_what_it_uses(ct2_folder, transformer_checkpoint):
     assert imported_by(["translate", str(ct2_folder), "-q"], "s1 s2\n") == set()
     assert imported_by(["translate", str(transformer_checkpoint), "-q"], "s1 s2\n") == {"torch"}
+
+
+def test_a_classifier_exports_with_its_label_names(tmp_path, capsys, monkeypatch):
+    """A task with `extras` (classification's label names): the seqlab folder keeps them in
+    seqlab.json, and `seqlab classify` labels lines from the folder as from the checkpoint."""
+    from seqlab.run import train_recipe
+    from tests.tasks.test_classification_files import cls_recipe, files_data, toy_rows, write_rows
+
+    train = write_rows(tmp_path / "train.tsv", toy_rows(200, 0))
+    recipe = cls_recipe(tmp_path, files_data(train), TRAIN_CLASSIFIER)
+    train_recipe(recipe, tmp_path / "run")
+    folder = export_model(tmp_path / "run" / "best.pt", tmp_path / "cls", "seqlab")
+    loaded = load_model(folder, task="classification")
+    assert loaded.extras["labels"] == ["negative", "neutral", "positive"]
+    stdin = "\n".join(text for text, _ in toy_rows(20, 1)) + "\n"
+    outputs = [
+        run_cli(["classify", path, "--probs"], capsys, monkeypatch, stdin)[:2]
+        for path in (tmp_path / "run" / "best.pt", folder)
+    ]
+    assert outputs[0][0] == 0 and outputs[0] == outputs[1] and outputs[0][1].count("\n") == 20
+    with pytest.raises(CheckpointError, match="needs a Transformer translation model"):
+        export_model(folder, tmp_path / "cls-ct2", "ctranslate2")
+
+
+TRAIN_CLASSIFIER = """
+[train]
+max_steps = 10
+batch_size = 32
+lr = 3e-3
+warmup_steps = 2
+valid_every = 10
+device = "cpu"
+"""
