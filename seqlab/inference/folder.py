@@ -19,8 +19,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -55,14 +55,12 @@ def atomic_folder(outdir: str | Path, force: bool = False) -> Iterator[Path]:
         what = "a file" if outdir.is_file() else "a folder that is not empty"
         raise CheckpointError(f"{outdir}: exists and is {what}; remove it or pass --force")
     outdir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", suffix=".tmp", dir=outdir.parent))
+    tmp = _fresh_folder(outdir, "tmp")
     try:
         yield tmp
         old = None
         if outdir.is_dir() and any(outdir.iterdir()):
-            old = Path(
-                tempfile.mkdtemp(prefix=f".{outdir.name}.", suffix=".old", dir=outdir.parent)
-            )
+            old = _fresh_folder(outdir, "old")
             os.replace(outdir, old)  # onto the empty folder just made
         os.replace(tmp, outdir)  # onto a missing or empty `outdir`
         if old is not None:
@@ -70,6 +68,18 @@ def atomic_folder(outdir: str | Path, force: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _fresh_folder(beside: Path, suffix: str) -> Path:
+    """A new empty folder `.NAME.<random>.SUFFIX` beside `beside`, with the umask's permissions
+    (`tempfile.mkdtemp` would make it private, and so the exported folder)."""
+    while True:
+        folder = beside.parent / f".{beside.name}.{secrets.token_hex(4)}.{suffix}"
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:  # pragma: no cover - 1 in 4 billion
+            continue
 
 
 # -- sides and metadata ---------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import random
 
 import pytest
@@ -232,6 +233,9 @@ def test_outdir_is_never_half_written(transformer_checkpoint, tmp_path, monkeypa
     monkeypatch.undo()
     export_model(transformer_checkpoint, out, "seqlab", force=True)
     assert "keep.txt" not in [p.name for p in out.iterdir()]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask  # not a private temporary folder
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
