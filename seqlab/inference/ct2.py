@@ -25,7 +25,6 @@ ctranslate2 is an optional extra, imported only inside these functions.
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -106,9 +105,7 @@ def _set_inputs(spec, embedding, positional) -> None:
     """Token embeddings (scaled by sqrt(d_model)) and our position table, passed explicitly."""
     embeddings = spec.embeddings[0] if isinstance(spec.embeddings, list) else spec.embeddings
     embeddings.weight = _array(embedding.weight)
-    spec.scale_embeddings = (
-        True if embedding.scale == math.sqrt(embedding.weight.shape[1]) else (embedding.scale)
-    )  # True: CTranslate2 multiplies by sqrt(depth), which is ours
+    spec.scale_embeddings = embedding.scale != 1.0  # ours: sqrt(d_model), as CTranslate2's
     table = positional.table if hasattr(positional, "table") else positional.embed.weight
     spec.position_encodings.encodings = _array(table)  # (max_len, H), row p = position p
 
@@ -116,7 +113,7 @@ def _set_inputs(spec, embedding, positional) -> None:
 def transformer_spec(model: Any, config: Any):
     """A `ctranslate2.specs.TransformerSpec` holding `model`'s weights (a `TransformerSeq2Seq`
     built from `config`, a `TransformerConfig`)."""
-    ctranslate2 = import_ctranslate2()
+    import_ctranslate2()  # a missing extra says how to install it
     from ctranslate2.specs import common_spec, transformer_spec
 
     activation = {"relu": common_spec.Activation.RELU, "gelu": common_spec.Activation.GELU}
@@ -147,7 +144,6 @@ def transformer_spec(model: Any, config: Any):
     spec.config.unk_token, spec.config.bos_token, spec.config.eos_token = "<unk>", "<bos>", "<eos>"
     spec.config.decoder_start_token = "<bos>"
     spec.config.add_source_bos, spec.config.add_source_eos = False, True
-    del ctranslate2
     return spec
 
 

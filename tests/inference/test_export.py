@@ -372,3 +372,47 @@ warmup_steps = 2
 valid_every = 10
 device = "cpu"
 """
+
+
+def test_post_ln_learned_positions_gelu_untied_convert_exactly(transformer_checkpoint, tmp_path):
+    """The other architecture switches, on random weights: post-LN (no final LayerNorm), learned
+    positions, GELU, separate source / target embeddings and an untied output layer. Teacher-forced
+    log-probabilities and greedy output agree (greedy runs to the cap on random weights, which
+    both engines handle alike)."""
+    from seqlab.checkpoint import LoadedModel
+    from seqlab.config import ModelSpec
+    from seqlab.data.batch import collate
+    from seqlab.inference.ct2 import export_ctranslate2
+    from seqlab.models.transformer import TransformerConfig, build_transformer
+
+    loaded = load_model(transformer_checkpoint)
+    config = TransformerConfig(
+        d_model=16, num_heads=2, num_encoder_layers=2, num_decoder_layers=1, d_ff=24,
+        dropout=0.0, norm_first=False, positional="learned", max_len=24,
+        share_embeddings=False, tie_output=False, activation="gelu",
+    )  # fmt: skip
+    torch.manual_seed(3)
+    vocab = len(loaded.sides["src"].vocab)
+    model = build_transformer(config, vocab, vocab).eval()
+    recipe = dataclasses.replace(loaded.recipe, model=ModelSpec("transformer", config))
+    folder = export_ctranslate2(LoadedModel(model, recipe, loaded.sides), tmp_path / "post")
+    lines = [line for line in sentences(16, seed=6) if line]
+    targets = [" ".join(reversed(line.split())) for line in lines]
+    src, tgt = loaded.sides["src"].vocab, loaded.sides["tgt"].vocab
+    batch = collate(
+        [(src.encode(s.split()), tgt.encode(t.split())) for s, t in zip(lines, targets)]
+    )
+    with torch.no_grad():
+        logits = model.decoder(batch.tgt_in, model.encode(batch.src, batch.src_mask))
+    ours = torch.log_softmax(logits, -1).gather(2, batch.tgt_out.unsqueeze(2)).squeeze(2)
+    scored = ct2.Translator(str(folder)).score_batch(
+        [s.split() for s in lines], [t.split() for t in targets]
+    )
+    for row, result in enumerate(scored):
+        theirs = torch.tensor(result.log_probs)
+        assert torch.allclose(theirs, ours[row, : len(theirs)], atol=1e-4)
+    reference = Translator(model, loaded.sides["src"], loaded.sides["tgt"], recipe.decode)
+    engine = open_translator(folder)
+    assert texts(engine.translate(lines, beam_size=1)) == texts(
+        reference.translate(lines, beam_size=1)
+    )
