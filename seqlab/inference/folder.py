@@ -6,7 +6,8 @@ defaults, the special tokens and each side's tokenizer settings), one vocabulary
 SentencePiece side, its model (`src.spm.model`), readable by any SentencePiece tool. Beside them:
 
 - `--format seqlab`: `model.safetensors`, the weights. Loading it unpickles nothing: safetensors is
-  a JSON header plus raw tensor bytes, and `seqlab.json` is plain JSON (`load_folder_state`).
+  a JSON header plus raw tensor bytes, and `seqlab.json` is plain JSON (`read_folder`,
+  `load_weights`; `seqlab.checkpoint.load_model` opens such a folder).
 - `--format ctranslate2`: CTranslate2's own `model.bin`, `config.json` and vocabulary (`ct2.py`).
 
 Folders are written atomically: into a temporary folder beside OUTDIR, renamed into place once
