@@ -232,6 +232,7 @@ def test_deploy_times_whole_commands_on_a_tiny_model(transformer_checkpoint):
         assert row["median_s"] > 0 and row["peak_mib"] > 10 and 0 <= row["bleu"] <= 100
         if row["engine"] != "CTranslate2 int8":
             assert row["same_as_pytorch"] == 1.0  # float32 translates as PyTorch does
+            assert row["greedy_same_as_pytorch"] == 1.0
     pytorch = [r for r in result["cases"] if r["engine"] == "seqlab (PyTorch)"]
     assert all(r["speedup"] == 1.0 for r in pytorch)
     assert "| CTranslate2 int8 | 2 |" in deploy.markdown(result)
