@@ -18,10 +18,10 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from seqlab.errors import CheckpointError, ConfigError
 from seqlab.inference.folder import is_export_folder, read_meta
+from seqlab.inference.results import TranslationEngine
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def open_translator(
     device: str = "cpu",
     threads: int | None = None,
     optimize: bool = True,
-) -> Any:
+) -> TranslationEngine:
     """A translator for the model at `path` (checkpoint file, seqlab folder or CTranslate2 folder).
 
     Args:
