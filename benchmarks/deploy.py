@@ -3,7 +3,7 @@
 Beam-5 translation of Multi30k test2016 (de->en) by a trained checkpoint, each case one fresh
 `python -m seqlab translate MODEL -i SRC -o OUT --beam-size 5 --threads N` process, so its time
 includes start-up and model loading (what a user waits for), beside its BLEU (sacrebleu, against
-the references) and its peak memory (the child's peak resident set size, from `os.wait4`).
+the references) and its peak memory (the child's own peak resident set size, VmHWM).
 Cases: the checkpoint on PyTorch (`optimize_for_inference`, as `translate` runs it), its
 CTranslate2 export in float32 and in int8, each at 1 and 2 threads (PyTorch: intra-op threads;
 CTranslate2: batches in parallel, one thread each). Each case also reports the share of lines
@@ -53,9 +53,25 @@ def test2016(limit: int | None) -> tuple[list[str], list[str]]:
     return src[:limit], ref[:limit]
 
 
+# `python -m seqlab ARGS` that, on exit, writes its peak resident set size (VmHWM, KiB) to
+# $SEQLAB_PEAK_FILE. The child's own VmHWM, not `os.wait4`'s ru_maxrss: a forked child's
+# ru_maxrss also counts the pages it shared with this (torch-loaded) parent before its exec.
+RUN_SEQLAB = """
+import atexit, os, runpy, sys
+def peak():
+    with open("/proc/self/status") as status:
+        kib = next((line.split()[1] for line in status if line.startswith("VmHWM:")), "0")
+    with open(os.environ["SEQLAB_PEAK_FILE"], "w") as out:
+        out.write(kib)
+atexit.register(peak)
+sys.argv[0] = "seqlab"
+runpy.run_module("seqlab", run_name="__main__", alter_sys=True)
+"""
+
+
 def command(model: Path, source: Path, output: Path, threads: int, beam: int = BEAM) -> list[str]:
     return [
-        sys.executable, "-m", "seqlab", "translate", str(model), "-i", str(source),
+        sys.executable, "-c", RUN_SEQLAB, "translate", str(model), "-i", str(source),
         "-o", str(output), "--beam-size", str(beam), "--threads", str(threads), "-q",
     ]  # fmt: skip
 
@@ -75,20 +91,21 @@ def agreement(hyps: list[str], baseline: list[str]) -> float:
     return round(sum(a == b for a, b in zip(hyps, baseline)) / max(len(hyps), 1), 4)
 
 
-def timed(argv: list[str], threads: int) -> tuple[float, float]:
-    """Run `argv` once: (wall seconds, peak RSS of the child in MiB)."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
-    with tempfile.TemporaryFile() as log:
+def timed(argv: list[str], threads: int) -> tuple[float, float | None]:
+    """Run `argv` (a `command`) once: (wall seconds, the child's peak RSS in MiB, None where
+    /proc is missing)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        peak_file = Path(tmp) / "peak"
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
+        env["SEQLAB_PEAK_FILE"] = str(peak_file)
         start = time.perf_counter()
-        child = subprocess.Popen(argv, env=env, cwd=ROOT, stderr=log)
-        _, status, usage = os.wait4(child.pid, 0)  # this child's own resource usage
+        done = subprocess.run(argv, env=env, cwd=ROOT, stderr=subprocess.PIPE, check=False)
         seconds = time.perf_counter() - start
-        child.returncode = os.waitstatus_to_exitcode(status)
-        log.seek(0)
-        stderr = log.read().decode(errors="replace")
-    if child.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed ({child.returncode}): {stderr[-2000:]}")
-    return seconds, usage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
+        if done.returncode != 0:
+            stderr = done.stderr.decode(errors="replace")[-2000:]
+            raise RuntimeError(f"seqlab {' '.join(argv[3:])} failed ({done.returncode}): {stderr}")
+        text = peak_file.read_text() if peak_file.is_file() else "0"
+    return seconds, (int(text) / 1024 if int(text) else None)
 
 
 def export(checkpoint: Path, folder: Path, quantization: str | None) -> Path:
@@ -143,7 +160,8 @@ def run(
                 out = tmp / f"out-{cases.index(case)}.txt"
                 seconds, peak = timed(command(models[case[0]], source, out, case[1]), case[1])
                 times[case].append(seconds)
-                peaks[case].append(peak)
+                if peak is not None:
+                    peaks[case].append(round(peak, 1))
                 outputs[case] = out.read_text(encoding="utf-8").splitlines()
         greedy = greedy_agreement(models, source, tmp)
     rows = []
@@ -164,7 +182,7 @@ def run(
                     ),
                     2,
                 ),
-                "peak_mib": round(max(peaks[(engine, threads)]), 1),
+                "peak_mib": max(peaks[(engine, threads)], default=None),
                 "bleu": round(scores["bleu"]["score"], 2) if scores else None,
                 "same_as_pytorch": agreement(hyps, baseline),
                 "greedy_same_as_pytorch": greedy[engine],
@@ -195,7 +213,7 @@ def markdown(result: dict) -> str:
         rows.append(
             f"| {r['engine']} | {r['threads']} | {r['median_s']:.2f} | {r['speedup']:.2f}x | "
             f"{bleu} | {r['same_as_pytorch']:.1%}, {r['greedy_same_as_pytorch']:.1%} | "
-            f"{r['peak_mib']:.0f} |"
+            f"{'' if r['peak_mib'] is None else round(r['peak_mib'])} |"
         )
     return "\n".join(rows)
 
