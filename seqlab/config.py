@@ -53,7 +53,8 @@ class TranslationData:
     src_lang: str = "de"
     tgt_lang: str = "en"
     train_split: str = "train"
-    valid_split: str = "val"
+    valid_split: str | None = "val"  # the split validated on; "": hold out valid_size pairs
+    # the split the best checkpoint is scored on after training; "": none (or test_size pairs)
     test_split: str | None = "test_2016_flickr"
     # with corpus = "files": PREFIX (files PREFIX.<src_lang>, PREFIX.<tgt_lang>), a .tsv file
     # (source TAB target) or a .jsonl file ({"translation": {lang: text}} or {lang: text}),
@@ -88,6 +89,9 @@ class TranslationData:
     synthetic_symbols: int = 20
 
     def __post_init__(self):
+        for key in ("valid_split", "test_split", "valid_path", "test_path"):
+            if getattr(self, key) == "":  # TOML has no null: "" unsets a key the recipe set
+                object.__setattr__(self, key, None)
         _check_at_least(self, "data", 1, "valid_size", "test_size", "sp_input_sentence_size")
         _check_at_least(self, "data", 1, "min_freq", "num_proc")
         if self.corpus == "files" and self.train_path is None:

@@ -55,7 +55,7 @@ from seqlab.data.vocab import Side, Vocab
 from seqlab.errors import ConfigError, DataError
 
 READER_VERSION = 1  # bump when readers change what rows they yield
-DEFAULT_FILES_VALID_SIZE = 1000  # pairs held out for validation from files without valid_path
+DEFAULT_VALID_SIZE = 1000  # pairs held out when the source has no validation set
 
 
 @dataclass
@@ -166,7 +166,7 @@ def _hold_out_sizes(data: TranslationData) -> dict[str, int]:
     """How many training pairs to hold out for the splits the source does not give."""
     wanted, sizes = _wanted(data), {}
     if wanted["valid"] is None:
-        sizes["valid"] = data.valid_size or DEFAULT_FILES_VALID_SIZE
+        sizes["valid"] = data.valid_size or DEFAULT_VALID_SIZE
     if wanted["test"] is None and data.test_size is not None:
         sizes["test"] = data.test_size
     return sizes
