@@ -18,9 +18,11 @@ from typing import Any
 import datasets
 import numpy as np
 import pyarrow.compute as pc
+from datasets.exceptions import DatasetGenerationError
 
 from seqlab.data.tokenize import Tokenizer, tokenizer_from_config
 from seqlab.data.vocab import Vocab
+from seqlab.errors import SeqlabError
 
 
 def fingerprint(*parts: Any) -> str:
@@ -32,11 +34,21 @@ def fingerprint(*parts: Any) -> str:
 def text_dataset(
     rows: Callable[..., Iterator[dict]], kwargs: dict, fp: str, cache_dir: Path
 ) -> datasets.Dataset:
-    """Materialise `rows(**kwargs)` as an Arrow table cached under `cache_dir` by `fp`."""
+    """Materialise `rows(**kwargs)` as an Arrow table cached under `cache_dir` by `fp`.
+
+    `datasets` writes the table under a temporary name and renames it when the generator is
+    done, so an error or Ctrl-C part way leaves no table a rerun would load. A reader's
+    `SeqlabError` (a malformed line) comes out as itself, not wrapped in datasets' own error.
+    """
     with _quiet_progress():
-        return datasets.Dataset.from_generator(
-            rows, gen_kwargs=kwargs, cache_dir=str(cache_dir), fingerprint=fp
-        )
+        try:
+            return datasets.Dataset.from_generator(
+                rows, gen_kwargs=kwargs, cache_dir=str(cache_dir), fingerprint=fp
+            )
+        except DatasetGenerationError as error:
+            if isinstance(error.__cause__, SeqlabError):
+                raise error.__cause__ from None
+            raise
 
 
 def _encode_batch(batch: dict, columns: dict, settings: dict) -> dict:

@@ -7,10 +7,11 @@ from __future__ import annotations
 import gzip
 import json
 import random
+import re
 
 import pytest
 
-from seqlab.errors import ConfigError
+from seqlab.errors import ConfigError, DataError
 from seqlab.tasks.translation_data import prepare
 from tests.conftest import REPO, run_cli
 
@@ -159,3 +160,138 @@ def test_held_out_splits_are_seeded_disjoint_and_never_trained_on(tmp_path):
 def test_too_large_a_hold_out_names_the_keys(tmp_path):
     with pytest.raises(ConfigError, match=r"data.valid_size = 60 \+ data.test_size = 20"):
         held_out(tmp_path, valid_size=60, test_size=20)
+
+
+def files_recipe(tmp_path, train: str, **data):
+    from seqlab.config import recipe_from_dict
+
+    raw = {
+        "task": "translation",
+        "data": {"corpus": "files", "train_path": train, "min_freq": 1} | data,
+        "model": {"kind": "transformer", "d_model": 16, "num_heads": 2, "d_ff": 32},
+    }
+    return recipe_from_dict(raw)
+
+
+def test_every_filter_cuts_and_the_summary_counts_each(tmp_path):
+    good = make_pairs(20, 1)
+    train = [
+        *good,
+        ("haus", ""),  # empty side
+        ("", "house"),
+        ("   ", "dog"),  # blanks make no tokens: empty too
+        (" ".join(["haus"] * 12), " ".join(["house"] * 12)),  # longer than max_len
+        ("haus hund katze baum auto", "house"),  # ratio 5 > 3
+    ]
+    valid = [*make_pairs(4, 2), ("katze", "")]
+    recipe = files_recipe(
+        tmp_path,
+        write_split(tmp_path, "train", train, "tsv"),
+        valid_path=write_split(tmp_path, "valid", valid, "tsv"),
+        max_len=10,
+        max_len_ratio=3.0,
+    )
+    data = prepare(recipe, cache=tmp_path / "cache")
+    assert data.report.kept == 20
+    assert data.report.dropped == {
+        "empty side": 3,
+        "longer than 10 tokens": 1,
+        "length ratio above 3.0": 1,
+    }
+    assert data.reports["valid"].kept == 4 and data.reports["valid"].dropped == {"empty side": 1}
+    summary = data.summary()
+    assert "train pairs: kept 20, dropped 5 (3 empty side, 1 longer than 10 tokens" in summary
+    assert "valid pairs: kept 4, dropped 1 (1 empty side)" in summary
+    assert sorted(zip(data.splits["train"]["src"], data.splits["train"]["tgt"])) == sorted(good)
+
+
+def test_a_corpus_that_every_filter_empties_is_an_error_not_a_crash(tmp_path, capsys, monkeypatch):
+    train = write_split(tmp_path, "train", [("haus", ""), ("a b c d e f", "x")], "tsv")
+    valid = write_split(tmp_path, "valid", make_pairs(3, 2), "tsv")
+    args = ["prepare", RECIPE, f"data.train_path='{train}'", f"data.valid_path='{valid}'"]
+    code, _, err = run_cli([*args, "data.tokenizer='word'"], capsys, monkeypatch)
+    assert code == 2 and "Traceback" not in err
+    assert "no train pair survived filtering (kept 0, dropped 2 (1 empty side" in err
+
+
+def test_a_second_prepare_is_served_from_the_cache_until_a_file_changes(tmp_path, monkeypatch):
+    import seqlab.tasks.translation_data as stage
+
+    train = write_split(tmp_path, "train", make_pairs(40, 1), "prefix")
+    recipe = files_recipe(tmp_path, train, valid_size=5)
+    first = prepare(recipe, cache=tmp_path / "cache")
+
+    def no_reading(*args, **kwargs):
+        raise DataError("read the files again")
+        yield
+
+    monkeypatch.setattr(stage, "read_pairs", no_reading)
+    again = prepare(recipe, cache=tmp_path / "cache")
+    assert again.splits["train"]._fingerprint == first.splits["train"]._fingerprint
+    assert again.splits["valid"]["src"] == first.splits["valid"]["src"]
+    write_split(tmp_path, "train", make_pairs(40, 7), "prefix")  # same path, new text
+    with pytest.raises(DataError, match="read the files again"):
+        prepare(recipe, cache=tmp_path / "cache")
+
+
+def test_an_interrupted_prepare_leaves_nothing_a_rerun_trusts(tmp_path, monkeypatch):
+    """Ctrl-C while the files are read, then while the vocabulary is saved: the rerun reads and
+    builds everything again and gets every pair."""
+    import seqlab.tasks.translation_data as stage
+    from seqlab.data.user_files import read_pairs
+
+    pairs = make_pairs(40, 1)
+    recipe = files_recipe(tmp_path, write_split(tmp_path, "train", pairs, "tsv"), valid_size=5)
+
+    def interrupted(*args, **kwargs):
+        for number, row in enumerate(read_pairs(*args, **kwargs)):
+            if number == 20:
+                raise KeyboardInterrupt
+            yield row
+
+    monkeypatch.setattr(stage, "read_pairs", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(recipe, cache=tmp_path / "cache")
+    monkeypatch.setattr(stage, "read_pairs", read_pairs)
+
+    def interrupted_save(folder, name, side):
+        (folder / f"{name}.vocab.json").write_text("{")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(stage, "_save_side", interrupted_save)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(recipe, cache=tmp_path / "cache")
+    assert not any(p.name.endswith(".vocab.json") for p in (tmp_path / "cache").rglob("*"))
+    monkeypatch.undo()
+    data = prepare(recipe, cache=tmp_path / "cache")
+    assert len(data.splits["train"]) + len(data.splits["valid"]) == 40
+
+
+@pytest.mark.parametrize(
+    ("setup", "expected"),
+    [
+        ("short", r"train\.de has 40 lines, .*train\.en has 39"),
+        ("utf8", r"train\.en:3: invalid UTF-8"),
+        ("missing", r"train\.en: no such file"),
+        ("empty", r"empty corpus: .*train\.de and .*train\.en have no lines"),
+    ],
+)
+def test_hostile_files_are_one_line_errors_from_the_cli(
+    setup, expected, tmp_path, capsys, monkeypatch
+):
+    train = write_split(tmp_path, "train", [] if setup == "empty" else make_pairs(40, 1), "prefix")
+    english = tmp_path / "train.en"
+    if setup == "short":
+        english.write_text("".join(t + "\n" for _, t in make_pairs(39, 1)))
+    elif setup == "utf8":
+        lines = english.read_bytes().split(b"\n")
+        lines[2] = b"\xc3(" + lines[2]  # line 3: a lead byte without its continuation
+        english.write_bytes(b"\n".join(lines))
+    elif setup == "missing":
+        english.unlink()
+    code, out, err = run_cli(
+        ["prepare", RECIPE, f"data.train_path='{train}'", "data.valid_size=5"], capsys, monkeypatch
+    )
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert re.search(expected, err), err
+    assert len(err.strip().splitlines()) == 1
