@@ -295,3 +295,16 @@ def test_hostile_files_are_one_line_errors_from_the_cli(
     assert code == 2 and out == "" and "Traceback" not in err
     assert re.search(expected, err), err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_sentencepiece_ids_encoded_a_batch_at_a_time_equal_one_at_a_time(tmp_path):
+    train = write_split(tmp_path, "train", make_pairs(60, 1), "tsv")
+    recipe = files_recipe(
+        tmp_path, train, valid_size=5, tokenizer="sentencepiece", joint_vocab=True,
+        sp_vocab_size=40, lowercase=True,
+    )  # fmt: skip
+    data = prepare(recipe, cache=tmp_path / "cache")
+    side, table = data.src, data.splits["train"]
+    for column in ("src", "tgt"):
+        expected = [side.vocab.encode(side.tokenizer.tokenize(t.upper())) for t in table[column]]
+        assert table[f"{column}_ids"] == expected
