@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from benchmarks import __main__ as bench
-from benchmarks import baselines, common, decode_throughput, train_throughput, transformer_base
+from benchmarks import (
+    baselines,
+    common,
+    decode_throughput,
+    prepare,
+    train_throughput,
+    transformer_base,
+)
 from benchmarks.common import get_scale
 from seqlab.models.rnn import RNNSeq2SeqConfig, build_rnn_seq2seq
 from seqlab.models.transformer import TransformerConfig, build_transformer
@@ -30,6 +37,7 @@ def fake_peak(module, family, case, scale):
 
 def test_main_writes_json_and_tables(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(train_throughput, "peak_in_child", fake_peak)
+    monkeypatch.setattr(prepare, "prepare_in_child", prepare.prepare_in_process)  # seconds, not 40
     assert bench.main(["--tiny", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     for name in bench.BENCHMARKS:
@@ -52,6 +60,15 @@ def test_main_writes_json_and_tables(tmp_path, monkeypatch, capsys):
             assert entry["seqlab_speedup"] == common.paired_ratio(ours["times_s"], entry["times_s"])
             if case != "seqlab":
                 assert entry["times_s"] != ours["times_s"], f"{case} was not timed on its own"
+    prepared = json.loads((tmp_path / "prepare.json").read_text())
+    assert prepared["sizes"] == [200, 2000]
+    assert set(prepared["cases"]) == {
+        f"{t}/{n}" for t in ("word", "sentencepiece") for n in (200, 2000)
+    }
+    for key, case in prepared["cases"].items():
+        assert case["pairs_per_s"] == round(int(key.split("/")[1]) / case["cpu_s"], 1)
+    assert prepared["sentencepiece_encode_limit"]["pairs_per_s"] > 0
+    assert "cached_wall_s" in prepared["cases"]["sentencepiece/2000"]
     decode = json.loads((tmp_path / "decode_throughput.json").read_text())
     assert [(m["beam"], m["batch"]) for m in decode["modes"]] == [(1, 1), (1, 64), (5, 1), (5, 64)]
     for mode in decode["modes"]:
@@ -209,3 +226,12 @@ def test_precision_compares_bf16_and_fused_adamw_against_fp32():
             assert entry["times_s"] != base, name
     assert set(result["matmul_gflops"]) == {"float32", "bfloat16"}
     assert "bf16, fused AdamW" in precision.markdown(result)
+
+
+@pytest.mark.slow
+def test_prepare_measures_a_child_process(tmp_path):
+    """The real `seqlab prepare` child of benchmarks/prepare.py: its summary, stage time, RSS."""
+    prefix = prepare.write_corpus(tmp_path, 300)
+    case = prepare.prepare_in_child(prefix, "word", tmp_path / "cache", "tiny")
+    assert case["summary"][0].startswith("train pairs: kept 200")
+    assert case["cpu_s"] > 0 and 100 < case["peak_rss_mib"] < 4000

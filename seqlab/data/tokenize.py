@@ -307,6 +307,12 @@ class SentencePieceTokenizer:
             text = text.lower()
         return self._sp.encode(text, out_type=int)
 
+    def encode_ids_batch(self, texts: list[str]) -> list[list[int]]:
+        """`encode_ids` of every text, in one call to the processor (on one thread)."""
+        if self.lowercase:
+            texts = [text.lower() for text in texts]
+        return self._sp.encode(texts, out_type=int, num_threads=1)
+
     def config(self) -> dict:
         """`{"kind": "sentencepiece", "lowercase": ..., "model_type": ...}`."""
         return {"kind": "sentencepiece", "lowercase": self.lowercase, "model_type": self.model_type}
