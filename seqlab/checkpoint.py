@@ -180,10 +180,15 @@ def load_model(path: str | Path, device: Any = "cpu", *, task: str | None = None
     fine-tuning all come here. Its recipe's task (`seqlab.tasks.TASKS`) says which keys hold the
     sides and how the model is built before its weights are loaded.
 
+    `path` may also be a folder written by `seqlab export --format seqlab` (safetensors weights
+    and JSON, loaded without unpickling anything; `seqlab.inference.folder`).
+
     Raises:
-        CheckpointError: naming `path`, when it is not a readable seqlab checkpoint, is a
-            checkpoint of another task than `task`, or its weights do not fit its recipe's model.
+        CheckpointError: naming `path`, when it is not a readable seqlab checkpoint or export
+            folder, is of another task than `task`, or its weights do not fit its recipe's model.
     """
+    if Path(path).is_dir():
+        return _load_folder(Path(path), device, task)
     from seqlab.config import recipe_from_dict
     from seqlab.data.vocab import Side
     from seqlab.tasks import get_task  # the checkpoint's recipe names its task
@@ -205,6 +210,31 @@ def load_model(path: str | Path, device: Any = "cpu", *, task: str | None = None
         model.load_state_dict(state["model"])
     except RuntimeError as error:
         raise CheckpointError(f"{path}: weights do not fit the recipe's model: {error}") from error
+    return LoadedModel(model.to(device).eval(), recipe, sides, extras)
+
+
+def _load_folder(path: Path, device: Any, task: str | None) -> LoadedModel:
+    """`load_model` for a `seqlab export --format seqlab` folder (no pickle anywhere)."""
+    from seqlab.config import recipe_from_dict
+    from seqlab.inference.folder import META, load_weights, read_folder
+    from seqlab.tasks import get_task
+
+    if isinstance(device, str):  # a device the machine lacks is named as such
+        from seqlab.distributed import resolve_device
+
+        device = resolve_device(device, "device")
+    meta, sides = read_folder(path)
+    recipe = recipe_from_dict(meta["recipe"], f"{path / META} (recipe)")
+    if task is not None and recipe.task != task:
+        raise CheckpointError(f"{path}: a '{recipe.task}' model, not a '{task}' one")
+    spec = get_task(recipe.task, str(path))
+    missing = [key for key in spec.sides if key not in sides]
+    if missing:
+        raise CheckpointError(f"{path}: no '{missing[0]}' side in {META}")
+    extras = {key: value for key, value in meta.get("extras", {}).items() if key in spec.extras}
+    model = spec.build_model(recipe, [sides[key] for key in spec.sides], extras)
+    load_weights(model, path)
+    sides = {key: sides[key] for key in spec.sides}
     return LoadedModel(model.to(device).eval(), recipe, sides, extras)
 
 

@@ -161,11 +161,18 @@ def _attention_plot(
 def _translate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from seqlab.inference import Translator
+    from seqlab.errors import ConfigError
+    from seqlab.inference import open_translator
 
-    translator = Translator.from_checkpoint(
-        args.checkpoint, device=args.device, optimize=not args.no_optimize
+    translator = open_translator(
+        args.checkpoint,
+        engine=args.engine,
+        device=args.device,
+        threads=args.threads,
+        optimize=not args.no_optimize,
     )
+    if args.attention_plot is not None and translator.engine != "torch":
+        raise ConfigError(f"--attention-plot needs the torch engine, not {translator.engine}")
     lines = _read_lines(args.input)
     plotted = _plotted_line(args, lines)
     nbest = max(args.nbest, 1)
@@ -235,6 +242,21 @@ def _average(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from seqlab.inference.export import export_model
+
+    print(
+        export_model(
+            args.checkpoint,
+            args.outdir,
+            args.format,
+            quantization=args.quantization,
+            force=args.force,
+        )
+    )
+    return 0
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -248,6 +270,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         show=0,
         device=args.device,
         optimize=not args.no_optimize,
+        engine=args.engine,
+        threads=args.threads,
     )
     for key in ("bleu", "chrf", "bleu_tok_lc"):
         if key in scores and (key != "bleu_tok_lc" or args.tok_lc):
@@ -412,6 +436,48 @@ def _add_perplexity(sub) -> None:
     perplexity.set_defaults(func=_perplexity)
 
 
+_MODEL_HELP = "a checkpoint file, or a folder written by `seqlab export` (seqlab or ctranslate2)"
+
+
+def _add_engine_flags(parser) -> None:
+    parser.add_argument(
+        "--engine",
+        choices=("torch", "ctranslate2"),
+        help="default: what the model path holds (a checkpoint or seqlab folder: torch; a "
+        "CTranslate2 folder: ctranslate2); ctranslate2 on a checkpoint converts it at start-up",
+    )
+    parser.add_argument(
+        "--threads",
+        type=_count(1),
+        help="torch: intra-op threads; ctranslate2: batches translated in parallel, one thread "
+        "each (default: every core)",
+    )
+
+
+def _add_export(sub) -> None:
+    from seqlab.inference.ct2 import QUANTIZATIONS
+
+    export = sub.add_parser(
+        "export", help="export a model for deployment: a CTranslate2 or a portable seqlab folder"
+    )
+    export.add_argument("checkpoint", help="checkpoint file or seqlab folder")
+    export.add_argument("outdir", help="output folder, written atomically")
+    export.add_argument(
+        "--format",
+        required=True,
+        choices=("ctranslate2", "seqlab"),
+        help="ctranslate2: a CTranslate2 model (Transformer translation models); seqlab: "
+        "safetensors weights + JSON, loaded without unpickling",
+    )
+    export.add_argument(
+        "--quantization",
+        choices=QUANTIZATIONS,
+        help="CTranslate2 weight type (default float32; int8 is smallest and fastest on CPU)",
+    )
+    export.add_argument("--force", action="store_true", help="replace a non-empty OUTDIR")
+    export.set_defaults(func=_export)
+
+
 def _add_generate(sub) -> None:
     generate = sub.add_parser(
         "generate", help="continue a prefix with a language model (one line per sample)"
@@ -499,7 +565,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=_train)
 
     translate = sub.add_parser("translate", help="translate lines (stdin to stdout by default)")
-    translate.add_argument("checkpoint")
+    translate.add_argument("checkpoint", help=_MODEL_HELP)
     translate.add_argument("-i", "--input", help="input file (default: stdin)")
     translate.add_argument(
         "-o", "--output", help="output file, written atomically (default: stdout)"
@@ -524,6 +590,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="search on the plain model, without the CPU speed-ups of optimize_for_inference "
         "(the same translations, slower; to compare, or to save the packed weights' memory)",
     )
+    _add_engine_flags(translate)
     translate.add_argument(
         "--attention-plot",
         metavar="FILE.png",
@@ -555,8 +622,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     average.set_defaults(func=_average)
 
-    evaluate = sub.add_parser("evaluate", help="BLEU and chrF (sacrebleu) of a checkpoint on files")
-    evaluate.add_argument("checkpoint")
+    evaluate = sub.add_parser("evaluate", help="BLEU and chrF (sacrebleu) of a model on files")
+    evaluate.add_argument("checkpoint", help=_MODEL_HELP)
     evaluate.add_argument("--src", required=True)
     evaluate.add_argument("--ref", required=True)
     evaluate.add_argument("--beam-size", type=_count(1))
@@ -568,7 +635,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="search the plain model (default on CPU: its optimize_for_inference copy)",
     )
+    _add_engine_flags(evaluate)
     evaluate.set_defaults(func=_evaluate)
+    _add_export(sub)
     _add_classify(sub)
     _add_generate(sub)
     _add_perplexity(sub)
@@ -633,7 +702,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif extra:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         configure_logging(args.verbose, args.quiet)
-        if isinstance(getattr(args, "device", None), str):  # before loading anything onto it
+        if getattr(args, "device", "cpu") != "cpu":  # before loading anything onto it (the
+            # CPU needs no check, and torch is not imported for a CTranslate2 model on it)
             from seqlab.distributed import resolve_device
 
             resolve_device(args.device, "--device")

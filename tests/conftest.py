@@ -94,3 +94,66 @@ def run_cli(args, capsys, monkeypatch, stdin: str = "") -> tuple[int, str, str]:
     code = main([str(a) for a in args])
     out, err = capsys.readouterr()
     return code, out, err
+
+
+# A tiny Transformer trained on `reverse` (about 5 s), shared by the export, engine and serving
+# tests: trained enough that most outputs end with <eos> well before the output cap, and decoded
+# with the `average` length penalty, which CTranslate2 shares.
+TINY_TRANSFORMER = """
+name = "tiny-transformer"
+task = "translation"
+seed = 1
+
+[data]
+corpus = "synthetic"
+synthetic_task = "reverse"
+synthetic_size = 2000
+synthetic_symbols = 12
+tokenizer = "word"
+min_freq = 1
+max_len = 12
+
+[model]
+kind = "transformer"
+d_model = 32
+num_heads = 2
+num_encoder_layers = 2
+num_decoder_layers = 2
+d_ff = 64
+dropout = 0.0
+max_len = 24
+share_embeddings = true
+tie_output = true
+
+[train]
+max_steps = 150
+max_tokens = 1500
+lr = 3e-3
+schedule = "cosine"
+warmup_steps = 20
+label_smoothing = 0.0
+valid_every = 150
+valid_max_sentences = 20
+device = "cpu"
+
+[decode]
+beam_size = 4
+valid_beam_size = 1
+length_penalty = 1.0
+length_penalty_kind = "average"
+max_len_a = 1.5
+max_len_b = 5
+"""
+
+
+@pytest.fixture(scope="session")
+def transformer_checkpoint(tmp_path_factory) -> Path:
+    """best.pt of a tiny trained Transformer (`TINY_TRANSFORMER`)."""
+    from seqlab.config import load_recipe
+    from seqlab.run import train_recipe
+
+    folder = tmp_path_factory.mktemp("tiny-transformer")
+    recipe_path = folder / "tiny-transformer.toml"
+    recipe_path.write_text(TINY_TRANSFORMER)
+    train_recipe(load_recipe(recipe_path), folder / "run")
+    return folder / "run" / "best.pt"

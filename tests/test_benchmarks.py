@@ -235,3 +235,31 @@ def test_prepare_measures_a_child_process(tmp_path):
     case = prepare.prepare_in_child(prefix, "word", tmp_path / "cache", "tiny")
     assert case["summary"][0].startswith("train pairs: kept 200")
     assert case["cpu_s"] > 0 and 100 < case["peak_rss_mib"] < 4000
+
+
+def test_deploy_times_whole_commands_on_a_tiny_model(transformer_checkpoint):
+    """benchmarks/deploy.py on the tiny Transformer: every engine and thread count is a real
+    `seqlab translate` process, with BLEU, agreement and peak memory beside its time."""
+    pytest.importorskip("ctranslate2")
+    from benchmarks import deploy
+
+    assert "deploy" in bench.BENCHMARKS
+    assert "skipped" in deploy.run("tiny")  # the tests' scale needs an explicit checkpoint
+    sources = ["s1 s2 s3", "s4 s5", "s6 s7 s8 s9", "s10 s11"]
+    references = [" ".join(reversed(line.split())) for line in sources]
+    result = deploy.run(
+        "tiny", checkpoint=transformer_checkpoint, sources=sources, references=references
+    )
+    engines = ["seqlab (PyTorch)", "CTranslate2 float32", "CTranslate2 int8"]
+    assert [(r["engine"], r["threads"]) for r in result["cases"]] == [
+        (engine, threads) for threads in (1, 2) for engine in engines
+    ]
+    for row in result["cases"]:
+        assert row["median_s"] > 0 and row["peak_mib"] > 10 and 0 <= row["bleu"] <= 100
+        if row["engine"] != "CTranslate2 int8":
+            assert row["same_as_pytorch"] == 1.0  # float32 translates as PyTorch does
+            assert row["greedy_same_as_pytorch"] == 1.0
+    pytorch = [r for r in result["cases"] if r["engine"] == "seqlab (PyTorch)"]
+    assert all(r["speedup"] == 1.0 for r in pytorch)
+    assert "| CTranslate2 int8 | 2 |" in deploy.markdown(result)
+    assert deploy.markdown({"skipped": "no checkpoint"}) == "skipped: no checkpoint"

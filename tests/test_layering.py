@@ -66,6 +66,10 @@ ALLOWED = {
         "load_model rebuilds a checkpoint's model as its recipe's task says (which keys hold "
         "the sides, how the model is built): a lookup in the registry, inside the function"
     ),
+    ("seqlab.checkpoint", "seqlab.inference.folder"): (
+        "load_model also opens an exported model folder (safetensors + JSON): the folder format "
+        "lives with the other export formats, and load_model hands the folder to it"
+    ),
     ("seqlab.config", "seqlab.tasks"): (
         "a recipe names its task, and only the task's spec knows the dataclass of its [data] "
         "section: parsing a recipe looks the task up in the registry (inside the function)"

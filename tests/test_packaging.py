@@ -66,6 +66,8 @@ def test_extras_are_named_for_what_they_bring():
     assert requirement_names(extras["plot"]) == {"matplotlib"}
     makefile = (REPO / "Makefile").read_text()
     assert re.search(r"^EXTRAS \?= .*\btensorboard\b", makefile, re.M)  # CI installs it
+    assert requirement_names(extras["ct2"]) == {"ctranslate2"}
+    assert re.search(r"^EXTRAS \?= .*\bct2\b", makefile, re.M)  # so the export tests run in CI
 
 
 def test_version_has_one_source():

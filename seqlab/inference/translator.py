@@ -9,7 +9,6 @@ a line longer than the model accepts is truncated with a warning on stderr.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -21,21 +20,15 @@ from seqlab.data.batch import collate
 from seqlab.data.vocab import Side
 from seqlab.decoding.search import beam_search, greedy_search
 from seqlab.inference.optimize import optimize_for_inference
+from seqlab.inference.results import Translation
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Translation:
-    """One hypothesis: detokenized text, its search score and its target token ids."""
-
-    text: str
-    score: float
-    tokens: tuple[int, ...]
-
-
 class Translator:
     """Search over a `Seq2Seq`-style model (`.encode`, `.decoder`) with source/target sides."""
+
+    engine = "torch"  # `seqlab.inference.engines`: the CTranslate2 engine says "ctranslate2"
 
     def __init__(
         self,

@@ -25,9 +25,8 @@ from seqlab.config import Recipe, TranslationData
 from seqlab.data.batch import Batch, collate
 from seqlab.distributed import ShardResult
 from seqlab.errors import ConfigError
-from seqlab.evaluation.bleu import corpus_scores
 from seqlab.evaluation.metrics import perplexity
-from seqlab.inference import Translator
+from seqlab.inference import Translator, open_translator
 from seqlab.losses import real_positions, token_cross_entropy
 from seqlab.models import build_model
 from seqlab.tasks.batching import training_sampler, validation_batches
@@ -152,6 +151,8 @@ class TranslationTask(TrainingTask):
         if [index for index, _ in whole.outputs] != list(range(expected)):
             raise ValueError(f"validation translated {len(whole.outputs)} of {expected} sentences")
         references = self.data.splits["valid"].select(range(expected))["tgt"]
+        from seqlab.evaluation.bleu import corpus_scores  # sacrebleu: not for `translate`
+
         scores = corpus_scores([text for _, text in whole.outputs], references, tok_lc=True)
         metrics["bleu"] = scores["bleu"]["score"]
         metrics["bleu_tok_lc"] = scores["bleu_tok_lc"]["score"]
@@ -184,19 +185,26 @@ def evaluate_translation(
     show: int = 5,
     device: str = "cpu",
     optimize: bool = True,
+    engine: str | None = None,
+    threads: int | None = None,
 ) -> dict:
-    """Translate `sources` with `checkpoint`; score against `references` (BLEU, chrF, tok-lc).
+    """Translate `sources` with `checkpoint` (a checkpoint file or an exported folder, opened by
+    `open_translator` with `engine`); score against `references` (BLEU, chrF, tok-lc).
 
     With `out_dir`, writes `<prefix>_scores.json` and `<prefix>_translations.txt` there; logs
     the first `show` sentences.
     """
     if len(sources) != len(references):
         raise ConfigError(f"{len(sources)} source lines but {len(references)} references")
-    translator = Translator.from_checkpoint(checkpoint, device, optimize)
+    translator = open_translator(
+        checkpoint, engine=engine, device=device, threads=threads, optimize=optimize
+    )
     beam = beam_size or translator.decode.beam_size
     started = time.perf_counter()
     hyps = [h[0].text if h else "" for h in translator.translate(list(sources), beam_size=beam)]
     seconds = time.perf_counter() - started
+    from seqlab.evaluation.bleu import corpus_scores  # sacrebleu (0.1 s): not for `translate`
+
     scores = corpus_scores(hyps, list(references), tok_lc=True)
     scores.update(
         {
