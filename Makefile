@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # TORCH_INDEX='--index-url https://download.pytorch.org/whl/cu128'`.
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
-EXTRAS ?= dev,plot,tensorboard
+EXTRAS ?= dev,plot,tensorboard,serve
 
 # Use the local corpus mirror beside the project when there is one (else corpora are downloaded).
 MIRROR := $(abspath ../shared/corpora)

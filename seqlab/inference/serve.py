@@ -22,11 +22,16 @@ import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from fastapi import FastAPI, Request
-from fastapi.encoders import jsonable_encoder
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+try:  # the `serve` extra
+    from fastapi import FastAPI, Request
+    from fastapi.encoders import jsonable_encoder
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+except ImportError as error:
+    raise ImportError(
+        f"seqlab.inference.serve needs {error.name}: pip install 'seqlab[serve]'", name=error.name
+    ) from error
 
 from seqlab.errors import SeqlabError
 from seqlab.inference.batching import Batcher
