@@ -70,12 +70,17 @@ class TranslateRequest(BaseModel):
 
 
 def _error(status: int, message: str, **extra) -> JSONResponse:
+    """The JSON error response, logged: the one log line of a refused or failed request."""
+    logger.warning("refused a request (%d): %s", status, message)
     return JSONResponse({"error": message, **extra}, status_code=status)
 
 
 def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     """400 for a body that is not JSON, else 422 naming each wrong key."""
-    errors = exc.errors()
+    return _classify(exc.errors())
+
+
+def _classify(errors: list) -> JSONResponse:
     if any(e.get("type") == "json_invalid" for e in errors):
         reason = errors[0].get("ctx", {}).get("error", "")
         return _error(400, f"the body is not valid JSON: {reason}".rstrip(": "))
@@ -145,7 +150,6 @@ def create_app(translator, settings: ServeSettings | None = None) -> FastAPI:
         start = time.perf_counter()
         rejected = _limit_error(body, settings)
         if rejected is not None:
-            logger.warning("rejected a request: %s", rejected.body.decode())
             return rejected
         beam = body.beam_size or default_beam
         try:

@@ -229,6 +229,7 @@ def test_a_bad_request_gets_a_json_error_and_the_server_serves_on(server, body, 
     response = server.post(body)
     assert response.status_code == status, response.text
     assert message in response.json()["error"]
+    assert f"refused a request ({status}): " in server.stderr()  # its one log line
     assert server.post({"text": ["s1 s2"]}).status_code == 200
 
 
