@@ -120,6 +120,23 @@ def test_a_request_waits_for_batch_mates_at_most_max_wait():
     assert run(go, engine, max_wait=0.5) == (["a/1"], ["b/1"])
     assert engine.batches == [(["a", "b"], 1)]
 
+    async def alone(batcher):
+        start = asyncio.get_running_loop().time()
+        await batcher.translate(["c"], 1)
+        return asyncio.get_running_loop().time() - start
+
+    assert 0.2 <= run(alone, engine, max_wait=0.2) < 2.0  # waited for company, then went alone
+
+
+def test_without_waiting_requests_queued_meanwhile_still_go_together():
+    engine = FakeEngine()
+
+    async def go(batcher):
+        return await asyncio.gather(*(batcher.translate([x], 1) for x in "abc"))
+
+    assert run(go, engine, max_wait=0.0) == [["a/1"], ["b/1"], ["c/1"]]
+    assert engine.batches == [(["a", "b", "c"], 1)]
+
 
 def test_without_batching_each_request_goes_alone_and_whole():
     engine = FakeEngine()
