@@ -23,6 +23,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 try:  # the `serve` extra
+    import uvicorn
     from fastapi import FastAPI, Request
     from fastapi.encoders import jsonable_encoder
     from fastapi.exceptions import RequestValidationError
@@ -193,8 +194,6 @@ def serve(
 
     Logs "serving on http://HOST:PORT" once the port is bound (with the port chosen for 0).
     """
-    import uvicorn
-
     sock = _listen(host, port)
     bound = sock.getsockname()[1]
     config = uvicorn.Config(
@@ -205,7 +204,7 @@ def serve(
     # place: this one makes that a no-op, so the process exits 0 rather than killed by SIGTERM.
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
     try:
-        logger.info("serving on http://%s:%d", host, bound)
+        logger.info("serving on http://%s:%d", f"[{host}]" if ":" in host else host, bound)
         server.run(sockets=[sock])
     finally:
         signal.signal(signal.SIGTERM, previous)
