@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import re
@@ -161,6 +162,11 @@ def _tiny_model(folder: Path) -> Path:
 
 
 def run(scale: str | None = None, model: str | Path | None = None) -> dict:
+    missing = [m for m in ("fastapi", "uvicorn", "httpx") if importlib.util.find_spec(m) is None]
+    if missing:
+        message = f"{', '.join(missing)} not installed: pip install -e '.[serve,dev]'"
+        print(f"serve_load: skipped: {message}", file=sys.stderr)
+        return {"skipped": message}
     scale_ = get_scale(scale)
     threads = int(os.environ.get(THREADS_ENV, "1"))
     count = REQUESTS[scale_.name]
