@@ -31,6 +31,10 @@ logger = logging.getLogger(__name__)
 TranslateFn = Callable[[list[str], int], list[str]]
 
 
+class ShuttingDown(RuntimeError):
+    """A request arrived after `close()`: the server is stopping."""
+
+
 def estimate_tokens(line: str) -> int:
     """Source tokens of `line` as the queue counts them against the budget: its words plus EOS.
     Subword models split words further; the engine cuts its exact batches itself."""
@@ -92,7 +96,7 @@ class Batcher:
     async def translate(self, lines: list[str], beam_size: int) -> list[str]:
         """Translations of `lines` with `beam_size`, one per line, in order."""
         if self._closing:
-            raise RuntimeError("the server is shutting down")
+            raise ShuttingDown("the server is shutting down")
         if not lines:
             return []
         loop = asyncio.get_running_loop()

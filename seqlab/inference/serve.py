@@ -8,8 +8,8 @@ is optional (the model's default). Requests arriving together are translated tog
 (`seqlab.inference.batching.Batcher`). Errors are JSON objects with an "error" message: 400 for a
 body that is not JSON, 422 for JSON of the wrong shape (no "text" list, a non-string line, a
 beam size that is not an integer from 1 to `max_beam_size`, an unknown key), 413 beyond the
-limits on lines per request and characters per line, 500 when the engine fails; the server serves
-on after each. On SIGTERM uvicorn stops accepting connections, finishes the requests in flight,
+limits on lines per request and characters per line, 500 when the engine fails, 503 while
+stopping; the server serves on after each. On SIGTERM uvicorn stops accepting connections, finishes the requests in flight,
 then the batcher drains and the process exits 0. One log line per request on stderr.
 """
 
@@ -35,7 +35,7 @@ except ImportError as error:
     ) from error
 
 from seqlab.errors import SeqlabError
-from seqlab.inference.batching import Batcher
+from seqlab.inference.batching import Batcher, ShuttingDown
 
 logger = logging.getLogger(__name__)
 
@@ -155,6 +155,8 @@ def create_app(translator, settings: ServeSettings | None = None) -> FastAPI:
         beam = body.beam_size or default_beam
         try:
             texts = await batcher.translate(body.text, beam)
+        except ShuttingDown as error:
+            return _error(503, str(error))
         except Exception as error:
             return _error(500, f"translation failed: {error}")
         logger.info(
