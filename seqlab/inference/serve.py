@@ -9,8 +9,9 @@ is optional (the model's default). Requests arriving together are translated tog
 body that is not JSON, 422 for JSON of the wrong shape (no "text" list, a non-string line, a
 beam size that is not an integer from 1 to `max_beam_size`, an unknown key), 413 beyond the
 limits on lines per request and characters per line, 500 when the engine fails, 503 while
-stopping; the server serves on after each. On SIGTERM uvicorn stops accepting connections, finishes the requests in flight,
-then the batcher drains and the process exits 0. One log line per request on stderr.
+stopping; the server serves on after each. On SIGTERM uvicorn stops accepting connections,
+finishes the requests in flight, then the batcher drains and the process exits 0. One log line
+per request on stderr.
 """
 
 from __future__ import annotations

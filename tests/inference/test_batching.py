@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from seqlab.inference.batching import Batcher, estimate_tokens
+from seqlab.inference.batching import Batcher, ShuttingDown, estimate_tokens
 
 
 class FakeEngine:
@@ -172,7 +172,7 @@ def test_close_answers_every_queued_request_then_refuses_new_ones():
         await asyncio.sleep(0)  # queued
         await batcher.close()
         assert all(p.done() for p in pending)
-        with pytest.raises(RuntimeError, match="shutting down"):
+        with pytest.raises(ShuttingDown, match="shutting down"):
             await batcher.translate(["late"], 1)
         return [p.result() for p in pending]
 
