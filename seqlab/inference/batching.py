@@ -103,6 +103,7 @@ class Batcher:
         request = _Request(list(lines), beam_size, loop.time(), loop.create_future())
         self._queue.append(request)
         self._wakeup.set()
+        logger.debug("queued %d lines, beam %d", len(lines), beam_size)
         return await request.future
 
     async def _work(self) -> None:

@@ -246,8 +246,8 @@ def test_the_limits_themselves_are_accepted(server):
 
 
 def test_sigterm_finishes_the_request_in_flight_then_exits_0(checkpoint, tmp_path):
-    # a request waits up to 2 s for batch mates: SIGTERM arrives while it is queued
-    server = Server(checkpoint, tmp_path / "server.log", "--max-wait-ms", "2000")
+    # a request waits up to 1.5 s for batch mates: SIGTERM arrives while it is queued
+    server = Server(checkpoint, tmp_path / "server.log", "--max-wait-ms", "1500")
     expected = server.post({"text": ["s3 s4 s5"], "beam_size": 1}).json()
     answer: dict = {}
 
@@ -256,7 +256,9 @@ def test_sigterm_finishes_the_request_in_flight_then_exits_0(checkpoint, tmp_pat
 
     thread = threading.Thread(target=in_flight)
     thread.start()
-    time.sleep(0.7)
+    deadline = time.monotonic() + 30
+    while server.stderr().count("queued 1 lines") < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)  # until the server holds the request
     server.process.send_signal(signal.SIGTERM)
     time.sleep(0.5)
     with pytest.raises(httpx.TransportError):  # no longer accepting
