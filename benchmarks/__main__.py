@@ -30,6 +30,7 @@ BENCHMARKS = [
     "precision",
     "prepare",
     "deploy",
+    "serve_load",
 ]
 # Run by default only where there is a GPU (Transformer-base trains for minutes a step on a CPU);
 # by name anywhere (`python -m benchmarks --tiny transformer_base` is what the tests run).

@@ -14,6 +14,7 @@ from benchmarks import (
     common,
     decode_throughput,
     prepare,
+    serve_load,
     train_throughput,
     transformer_base,
 )
@@ -38,6 +39,8 @@ def fake_peak(module, family, case, scale):
 def test_main_writes_json_and_tables(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(train_throughput, "peak_in_child", fake_peak)
     monkeypatch.setattr(prepare, "prepare_in_child", prepare.prepare_in_process)  # seconds, not 40
+    # serve_load starts real servers (20 s at tiny scale): its own slow test below
+    monkeypatch.setattr(bench, "BENCHMARKS", [b for b in bench.BENCHMARKS if b != "serve_load"])
     assert bench.main(["--tiny", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     for name in bench.BENCHMARKS:
@@ -263,3 +266,30 @@ def test_deploy_times_whole_commands_on_a_tiny_model(transformer_checkpoint):
     assert all(r["speedup"] == 1.0 for r in pytorch)
     assert "| CTranslate2 int8 | 2 |" in deploy.markdown(result)
     assert deploy.markdown({"skipped": "no checkpoint"}) == "skipped: no checkpoint"
+
+
+def test_serve_load_statistics():
+    assert serve_load.percentile([4.0, 1.0, 3.0, 2.0], 50) == 2.5  # numpy's linear default
+    assert serve_load.percentile([1.0, 2.0, 3.0, 4.0, 5.0], 95) == pytest.approx(4.8)
+    level = serve_load.summarize([0.010, 0.020, 0.030, 0.040], seconds=0.05)
+    assert level["requests_per_s"] == 80.0 and level["p50_ms"] == 25.0 and level["p95_ms"] == 38.5
+    assert "serve_load" in bench.BENCHMARKS
+
+
+def test_serve_load_skips_without_a_model(tmp_path):
+    result = serve_load.run("quick", model=tmp_path / "missing.pt")
+    assert "no model at" in result["skipped"] and "skipped" in serve_load.markdown(result)
+
+
+@pytest.mark.slow
+def test_serve_load_runs_at_tiny_scale():
+    pytest.importorskip("fastapi")
+    result = serve_load.run("tiny")
+    assert set(result["modes"]) == {"batching on", "batching off"}
+    for mode in result["modes"].values():
+        assert list(mode["levels"]) == ["1", "8", "32"]
+        for level in mode["levels"].values():
+            assert level["requests"] == serve_load.REQUESTS["tiny"] and level["requests_per_s"] > 0
+            assert 0 < level["p50_ms"] <= level["p95_ms"]
+    table = serve_load.markdown(result)
+    assert table.count("| 32 |") == 2
