@@ -148,7 +148,7 @@ def _sentences(tiny: bool) -> tuple[list[str], str]:
         return [src for src, _ in pairs], "synthetic reverse-task sentences"
     from seqlab.data.corpus import corpus_path
 
-    path = corpus_path("multi30k", "test", "de", progress=False)
+    path = corpus_path("multi30k", "test_2016_flickr", "de", progress=False)
     lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
     return [line for line in lines if line], "Multi30k test2016 German sources, corpus order"
 
