@@ -11,6 +11,7 @@ import re
 
 import pytest
 
+from seqlab.config import load_recipe
 from seqlab.errors import ConfigError, DataError
 from seqlab.tasks.translation_data import prepare
 from tests.conftest import REPO, run_cli
@@ -308,3 +309,17 @@ def test_sentencepiece_ids_encoded_a_batch_at_a_time_equal_one_at_a_time(tmp_pat
     for column in ("src", "tgt"):
         expected = [side.vocab.encode(side.tokenizer.tokenize(t.upper())) for t in table[column]]
         assert table[f"{column}_ids"] == expected
+
+
+def test_the_walk_through_commands_parse():
+    """docs/own-data.md's `seqlab` lines are accepted by the CLI parser and name real recipes."""
+    from seqlab.cli import build_parser
+    from tests.test_readme import seqlab_commands
+
+    commands = seqlab_commands((REPO / "docs" / "own-data.md").read_text(encoding="utf-8"))
+    assert len(commands) >= 3  # prepare, train, evaluate (translate reads a pipe)
+    for args in commands:
+        parsed = build_parser().parse_args(args)
+        recipe = getattr(parsed, "recipe", None)
+        if recipe is not None:
+            load_recipe(REPO / recipe, getattr(parsed, "overrides", []))
