@@ -156,6 +156,11 @@ def test_held_out_splits_are_seeded_disjoint_and_never_trained_on(tmp_path):
     assert sorted(rows) == sorted(make_pairs(80, 1))  # every pair exactly once
     again = held_out(tmp_path, valid_size=10, test_size=5, min_freq=1)
     assert again.splits["valid"]["src"] == valid["src"]
+    assert again.splits["test"]["src"] == test["src"]
+    other = held_out(tmp_path, valid_size=12, test_size=5, min_freq=1)  # the test rows move
+    (tmp_path / "fresh").mkdir()
+    fresh = held_out(tmp_path / "fresh", valid_size=12, test_size=5, min_freq=1)
+    assert other.splits["test"]["src"] == fresh.splits["test"]["src"]  # not a stale cache
 
 
 def test_too_large_a_hold_out_names_the_keys(tmp_path):
