@@ -328,3 +328,30 @@ def test_the_walk_through_commands_parse():
         recipe = getattr(parsed, "recipe", None)
         if recipe is not None:
             load_recipe(REPO / recipe, getattr(parsed, "overrides", []))
+
+
+def test_a_saved_single_dataset_is_the_training_split(tmp_path):
+    import datasets
+
+    from seqlab.config import recipe_from_dict
+
+    records = [{"source": s, "target": t} for s, t in make_pairs(40, 1)]
+    datasets.Dataset.from_list(records).save_to_disk(str(tmp_path / "one"))
+    raw = {
+        "task": "translation",
+        "data": {
+            "corpus": "hf",
+            "hf_path": str(tmp_path / "one"),
+            "src_field": "source",
+            "tgt_field": "target",
+            "min_freq": 1,
+            "test_split": "",
+        },
+        "model": {"kind": "transformer", "d_model": 16, "num_heads": 2, "d_ff": 32},
+    }
+    with pytest.raises(DataError, match="one dataset, not a DatasetDict with a 'val' split"):
+        prepare(recipe_from_dict(raw), cache=tmp_path / "cache")
+    raw["data"]["valid_size"] = 4
+    data = prepare(recipe_from_dict(raw), cache=tmp_path / "cache")
+    assert (len(data.splits["train"]), len(data.splits["valid"])) == (36, 4)
+    assert "test" not in data.splits
