@@ -355,3 +355,14 @@ def test_a_saved_single_dataset_is_the_training_split(tmp_path):
     data = prepare(recipe_from_dict(raw), cache=tmp_path / "cache")
     assert (len(data.splits["train"]), len(data.splits["valid"])) == (36, 4)
     assert "test" not in data.splits
+
+
+@pytest.mark.slow
+@pytest.mark.corpus
+def test_the_tatoeba_recipe_holds_valid_and_test_out_of_its_one_split():
+    """recipes/tatoeba-fra-eng-gru-attention.toml on the real corpus (about 20 s)."""
+    data = prepare(load_recipe(REPO / "recipes" / "tatoeba-fra-eng-gru-attention.toml"))
+    sizes = {name: len(table) for name, table in data.splits.items()}
+    assert (sizes["valid"], sizes["test"]) == (1000, 5000)
+    assert sizes["train"] + sum(data.report.dropped.values()) == 167_130 - 6000
+    assert data.splits["test"][0]["src"] and data.src.vocab is not data.tgt.vocab
