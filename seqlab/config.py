@@ -82,8 +82,8 @@ class TranslationData:
     train_path: str | None = None
     valid_path: str | None = None
     test_path: str | None = None
-    # hold out this many training pairs (seeded) for validation instead of valid_split;
-    # with corpus = "files" and no valid_path: 1000
+    # hold out this many training pairs (seeded) for validation instead of valid_split /
+    # valid_path; unset while neither gives validation pairs: 1000
     valid_size: int | None = None
     test_size: int | None = None  # hold out this many training pairs for test instead of test_split
     hf_path: str | None = None  # with corpus = "hf": a hub dataset name or a save_to_disk folder

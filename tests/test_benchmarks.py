@@ -238,6 +238,7 @@ def test_prepare_measures_a_child_process(tmp_path):
     case = prepare.prepare_in_child(prefix, "word", tmp_path / "cache", "tiny")
     assert case["summary"][0].startswith("train pairs: kept 200")
     assert case["cpu_s"] > 0 and 100 < case["peak_rss_mib"] < 4000
+    assert 50 < case["peak_anon_mib"] <= case["peak_rss_mib"]
 
 
 def test_deploy_times_whole_commands_on_a_tiny_model(transformer_checkpoint):

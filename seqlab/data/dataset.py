@@ -61,47 +61,45 @@ def _encode_batch(batch: dict, columns: dict, settings: dict) -> dict:
     """
     out = {}
     for text_column, id_column in columns.items():
-        tokenizer_config, model_bytes, tokens = settings[text_column]
-        tokenizer = _worker_tokenizer(tokenizer_config, model_bytes)
-        vocab = _worker_vocab(tokens)
+        tokenizer, vocab, own_pieces = _worker_side(*settings[text_column])
         texts = batch[text_column]
-        if _own_pieces(tokenizer, vocab):
+        if own_pieces:
             out[id_column] = tokenizer.encode_ids_batch(texts)
         else:
             out[id_column] = [vocab.encode(tokenizer.tokenize(text)) for text in texts]
     return out
 
 
-def _own_pieces(tokenizer: Tokenizer, vocab: Vocab) -> bool:
-    """Whether `vocab` is `tokenizer`'s own piece list (a SentencePiece model's), cached."""
-    if not hasattr(tokenizer, "encode_ids_batch"):
-        return False
-    key = f"own:{id(tokenizer)}:{id(vocab)}"
+_WORKER_CACHE: dict[str, tuple[Tokenizer, Vocab, bool]] = {}
+
+
+def _worker_side(
+    config: dict, model_bytes: bytes | None, tokens: list[str], key: str
+) -> tuple[Tokenizer, Vocab, bool]:
+    """(tokenizer, vocabulary, whether the vocabulary is the tokenizer's own piece list), built
+    once per worker; `key` is the settings' fingerprint, computed once by `encode_dataset` (not
+    per batch: hashing a large vocabulary is slower than encoding a batch)."""
     if key not in _WORKER_CACHE:
-        _WORKER_CACHE[key] = tokenizer.vocab().tokens == vocab.tokens
+        tokenizer = tokenizer_from_config(config, model_bytes)
+        vocab = Vocab(tokens)
+        own = hasattr(tokenizer, "encode_ids_batch") and tokenizer.vocab().tokens == vocab.tokens
+        _WORKER_CACHE[key] = (tokenizer, vocab, own)
     return _WORKER_CACHE[key]
 
 
-_WORKER_CACHE: dict[str, Any] = {}
-
-
-def _worker_tokenizer(config: dict, model_bytes: bytes | None) -> Tokenizer:
-    key = "tok:" + fingerprint(config, hashlib.sha256(model_bytes or b"").hexdigest())
-    if key not in _WORKER_CACHE:
-        _WORKER_CACHE[key] = tokenizer_from_config(config, model_bytes)
-    return _WORKER_CACHE[key]
-
-
-def _worker_vocab(tokens: list[str]) -> Vocab:
-    key = "vocab:" + fingerprint(tokens)
-    if key not in _WORKER_CACHE:
-        _WORKER_CACHE[key] = Vocab(tokens)
-    return _WORKER_CACHE[key]
-
-
-def tokenizer_settings(tokenizer: Tokenizer, vocab: Vocab) -> tuple[dict, bytes | None, list[str]]:
-    """What a worker process needs to rebuild a tokenizer and vocabulary (picklable, hashable)."""
-    return tokenizer.config(), getattr(tokenizer, "model_bytes", None), list(vocab.tokens)
+def tokenizer_settings(
+    tokenizer: Tokenizer, vocab: Vocab
+) -> tuple[dict, bytes | None, list[str], str]:
+    """What a worker process needs to rebuild a tokenizer and vocabulary (picklable), and the
+    fingerprint of all of it."""
+    config, model = tokenizer.config(), getattr(tokenizer, "model_bytes", None)
+    tokens = list(vocab.tokens)
+    return (
+        config,
+        model,
+        tokens,
+        fingerprint(config, hashlib.sha256(model or b"").hexdigest(), tokens),
+    )
 
 
 def encode_dataset(
@@ -117,11 +115,7 @@ def encode_dataset(
     """
     columns = {text: id_col for text, (id_col, _, _) in sides.items()}
     settings = {text: tokenizer_settings(tok, vocab) for text, (_, tok, vocab) in sides.items()}
-    fp = fingerprint(
-        ds._fingerprint,
-        columns,
-        {k: (c, hashlib.sha256(m or b"").hexdigest(), t) for k, (c, m, t) in settings.items()},
-    )
+    fp = fingerprint(ds._fingerprint, columns, {k: v[3] for k, v in settings.items()})
     with _quiet_progress():
         return ds.map(
             _encode_batch,

@@ -99,7 +99,7 @@ class WordTokenizer:
         """Split `text` into words and punctuation (see the class docstring)."""
         if self.lowercase:
             text = text.lower()
-        return [m.group(0) for m in _WORD_OR_PUNCT.finditer(text)]
+        return [m[0] for m in _WORD_OR_PUNCT.finditer(text)]
 
     def detokenize(self, tokens: Sequence[str]) -> str:
         """Join `tokens` with spaces and re-attach punctuation (see the class docstring)."""

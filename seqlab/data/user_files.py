@@ -212,7 +212,7 @@ def load_hf(hf_path: str, hf_config: str | None, split: str, *, training: bool =
         return loaded[split]
     try:
         return datasets.load_dataset(hf_path, hf_config, split=split)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, ConnectionError) as e:  # unknown name, split, offline
         raise DataError(f"hf dataset '{hf_path}' split '{split}': {e}") from e
 
 

@@ -233,14 +233,11 @@ def hold_out(
         )
     order = np.random.default_rng(seed).permutation(total)  # (total,)
     out, start = dict(tables), 0
-    for name, n in sizes.items():
-        rows = np.sort(order[start : start + n])
-        out[name] = train.select(
-            rows, new_fingerprint=fingerprint(train._fingerprint, name, n, seed)
-        )
+    for name, n in [*sizes.items(), ("train", total - spare)]:
+        rows = np.sort(order[start : start + n])  # each table's rows depend on every size
+        fp = fingerprint(train._fingerprint, "hold-out", sizes, seed, name)
+        out[name] = train.select(rows, new_fingerprint=fp)
         start += n
-    rest = np.sort(order[start:])
-    out["train"] = train.select(rest, new_fingerprint=fingerprint(train._fingerprint, sizes, seed))
     return out
 
 

@@ -11,6 +11,7 @@ import re
 
 import pytest
 
+from seqlab.config import load_recipe
 from seqlab.errors import ConfigError, DataError
 from seqlab.tasks.translation_data import prepare
 from tests.conftest import REPO, run_cli
@@ -156,6 +157,11 @@ def test_held_out_splits_are_seeded_disjoint_and_never_trained_on(tmp_path):
     assert sorted(rows) == sorted(make_pairs(80, 1))  # every pair exactly once
     again = held_out(tmp_path, valid_size=10, test_size=5, min_freq=1)
     assert again.splits["valid"]["src"] == valid["src"]
+    assert again.splits["test"]["src"] == test["src"]
+    other = held_out(tmp_path, valid_size=12, test_size=5, min_freq=1)  # the test rows move
+    (tmp_path / "fresh").mkdir()
+    fresh = held_out(tmp_path / "fresh", valid_size=12, test_size=5, min_freq=1)
+    assert other.splits["test"]["src"] == fresh.splits["test"]["src"]  # not a stale cache
 
 
 def test_too_large_a_hold_out_names_the_keys(tmp_path):
@@ -309,3 +315,55 @@ def test_sentencepiece_ids_encoded_a_batch_at_a_time_equal_one_at_a_time(tmp_pat
     for column in ("src", "tgt"):
         expected = [side.vocab.encode(side.tokenizer.tokenize(t.upper())) for t in table[column]]
         assert table[f"{column}_ids"] == expected
+
+
+def test_the_walk_through_commands_parse():
+    """docs/own-data.md's `seqlab` lines are accepted by the CLI parser and name real recipes."""
+    from seqlab.cli import build_parser
+    from tests.test_readme import seqlab_commands
+
+    commands = seqlab_commands((REPO / "docs" / "own-data.md").read_text(encoding="utf-8"))
+    assert len(commands) >= 3  # prepare, train, evaluate (translate reads a pipe)
+    for args in commands:
+        parsed = build_parser().parse_args(args)
+        recipe = getattr(parsed, "recipe", None)
+        if recipe is not None:
+            load_recipe(REPO / recipe, getattr(parsed, "overrides", []))
+
+
+def test_a_saved_single_dataset_is_the_training_split(tmp_path):
+    import datasets
+
+    from seqlab.config import recipe_from_dict
+
+    records = [{"source": s, "target": t} for s, t in make_pairs(40, 1)]
+    datasets.Dataset.from_list(records).save_to_disk(str(tmp_path / "one"))
+    raw = {
+        "task": "translation",
+        "data": {
+            "corpus": "hf",
+            "hf_path": str(tmp_path / "one"),
+            "src_field": "source",
+            "tgt_field": "target",
+            "min_freq": 1,
+            "test_split": "",
+        },
+        "model": {"kind": "transformer", "d_model": 16, "num_heads": 2, "d_ff": 32},
+    }
+    with pytest.raises(DataError, match="one dataset, not a DatasetDict with a 'val' split"):
+        prepare(recipe_from_dict(raw), cache=tmp_path / "cache")
+    raw["data"]["valid_size"] = 4
+    data = prepare(recipe_from_dict(raw), cache=tmp_path / "cache")
+    assert (len(data.splits["train"]), len(data.splits["valid"])) == (36, 4)
+    assert "test" not in data.splits
+
+
+@pytest.mark.slow
+@pytest.mark.corpus
+def test_the_tatoeba_recipe_holds_valid_and_test_out_of_its_one_split():
+    """recipes/tatoeba-fra-eng-gru-attention.toml on the real corpus (about 20 s)."""
+    data = prepare(load_recipe(REPO / "recipes" / "tatoeba-fra-eng-gru-attention.toml"))
+    sizes = {name: len(table) for name, table in data.splits.items()}
+    assert (sizes["valid"], sizes["test"]) == (1000, 5000)
+    assert sizes["train"] + sum(data.report.dropped.values()) == 167_130 - 6000
+    assert data.splits["test"][0]["src"] and data.src.vocab is not data.tgt.vocab
