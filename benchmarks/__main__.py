@@ -23,7 +23,15 @@ import torch
 
 from benchmarks.common import SCALE_ENV, clock, get_scale, set_threads
 
-BENCHMARKS = ["padding", "train_throughput", "decode_throughput", "precision", "deploy"]
+BENCHMARKS = [
+    "padding",
+    "train_throughput",
+    "decode_throughput",
+    "precision",
+    "prepare",
+    "deploy",
+    "serve_load",
+]
 # Run by default only where there is a GPU (Transformer-base trains for minutes a step on a CPU);
 # by name anywhere (`python -m benchmarks --tiny transformer_base` is what the tests run).
 GPU_BENCHMARKS = ["transformer_base"]

@@ -500,6 +500,69 @@ def _add_generate(sub) -> None:
     generate.set_defaults(func=_generate)
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from seqlab.errors import SeqlabError
+
+    try:  # the `serve` extra, checked before the model is loaded
+        from seqlab.inference.serve import ServeSettings, serve
+    except ImportError as error:
+        if error.name not in ("fastapi", "uvicorn", "starlette", "pydantic"):
+            raise
+        raise SeqlabError(
+            f"seqlab serve needs FastAPI and uvicorn ({error.name} is not installed): "
+            "pip install 'seqlab[serve]'"
+        ) from None
+    from seqlab.inference.engines import open_translator
+
+    translator = open_translator(
+        args.model, engine=args.engine, device=args.device, threads=args.threads
+    )
+    settings = ServeSettings(
+        max_batch_tokens=args.max_batch_tokens,
+        max_wait_ms=args.max_wait_ms,
+        batching=not args.no_batching,
+        max_lines=args.max_lines,
+        max_chars=args.max_chars,
+        max_beam_size=args.max_beam_size,
+    )
+    level = "warning" if args.quiet else "debug" if args.verbose > 1 else "info"
+    return serve(translator, settings, host=args.host, port=args.port, log_level=level)
+
+
+def _add_serve(sub) -> None:
+    serve = sub.add_parser(
+        "serve",
+        help="an HTTP JSON translation service with dynamic batching (the serve extra)",
+        description='POST /translate {"text": [...], "beam_size": 5} -> {"translations": '
+        "[...]}; GET /health. Stops gracefully on SIGTERM. See docs/deploy.md.",
+    )
+    serve.add_argument("model", help="a checkpoint file or an exported model folder")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=_count(0), default=8000, help="0: any free port")
+    serve.add_argument("--engine", help="translation engine (default: what MODEL holds)")
+    serve.add_argument("--device", default="cpu")
+    serve.add_argument("--threads", type=_count(1), help="CPU threads of the engine")
+    serve.add_argument(
+        "--max-batch-tokens",
+        type=_count(1),
+        default=2048,
+        help="source tokens (words + 1 a line) of requests batched together",
+    )
+    serve.add_argument(
+        "--max-wait-ms",
+        type=_number(0.0),
+        default=10.0,
+        help="how long a request may wait for batch mates (0: only those already queued)",
+    )
+    serve.add_argument(
+        "--no-batching", action="store_true", help="translate each request alone (to compare)"
+    )
+    serve.add_argument("--max-lines", type=_count(1), default=1000, help="lines per request")
+    serve.add_argument("--max-chars", type=_count(1), default=10_000, help="characters per line")
+    serve.add_argument("--max-beam-size", type=_count(1), default=32, help="largest beam_size")
+    serve.set_defaults(func=_serve)
+
+
 class _Parser(argparse.ArgumentParser):
     """A parser taking -v/-q, so that they are accepted before or after any subcommand (in
     subcommands they default to SUPPRESS, leaving the main parser's values unless given), and
@@ -641,6 +704,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_classify(sub)
     _add_generate(sub)
     _add_perplexity(sub)
+    _add_serve(sub)
     return parser
 
 

@@ -61,14 +61,37 @@ def _check_fraction(config: Any, section: str, key: str, *, upper_open: bool = F
 
 @dataclass(frozen=True)
 class TranslationData:
-    """Where the parallel text comes from and how it becomes ids."""
+    """Where the parallel text comes from and how it becomes ids.
 
-    corpus: str = "multi30k"  # a manifest name, or "synthetic"
+    `corpus` is a shipped manifest name, "synthetic", "files" (the user's own files: see
+    `seqlab/data/user_files.py` for the accepted layouts) or "hf" (a Hugging Face dataset). A
+    validation (or test) set that the source lacks is held out of the training pairs: a seeded
+    sample of `valid_size` (`test_size`) pairs, never trained on.
+    """
+
+    corpus: str = "multi30k"  # a manifest name, "synthetic", "files" or "hf"
     src_lang: str = "de"
     tgt_lang: str = "en"
     train_split: str = "train"
-    valid_split: str = "val"
+    valid_split: str | None = "val"  # the split validated on; "": hold out valid_size pairs
+    # the split the best checkpoint is scored on after training; "": none (or test_size pairs)
     test_split: str | None = "test_2016_flickr"
+    # with corpus = "files": PREFIX (files PREFIX.<src_lang>, PREFIX.<tgt_lang>), a .tsv file
+    # (source TAB target) or a .jsonl file ({"translation": {lang: text}} or {lang: text}),
+    # each optionally gzipped (.gz)
+    train_path: str | None = None
+    valid_path: str | None = None
+    test_path: str | None = None
+    # hold out this many training pairs (seeded) for validation instead of valid_split /
+    # valid_path; unset while neither gives validation pairs: 1000
+    valid_size: int | None = None
+    test_size: int | None = None  # hold out this many training pairs for test instead of test_split
+    hf_path: str | None = None  # with corpus = "hf": a hub dataset name or a save_to_disk folder
+    hf_config: str | None = None
+    # with "files" (JSONL) or "hf": the field holding the source text, or a {lang: text} record
+    # ("translation" in WMT and OPUS datasets); unset: "translation", else the field src_lang
+    src_field: str | None = None
+    tgt_field: str | None = None
     tokenizer: Literal["word", "char", "sentencepiece"] = "word"
     lowercase: bool = True
     joint_vocab: bool = False  # one tokenizer and vocabulary for both sides
@@ -77,6 +100,7 @@ class TranslationData:
     sp_model_type: Literal["bpe", "unigram"] = "bpe"
     sp_vocab_size: int = 8000
     sp_character_coverage: float = 1.0
+    sp_input_sentence_size: int = 1_000_000  # SentencePiece trains on a seeded sample this big
     max_len: int | None = 100  # drop training pairs with a side longer than this (tokens)
     max_len_ratio: float | None = None  # drop training pairs whose length ratio exceeds this
     num_proc: int = 1  # processes for the tokenizing map
@@ -87,6 +111,26 @@ class TranslationData:
     def __post_init__(self):
         _check_at_least(self, "data", 1, "synthetic_size", "synthetic_symbols", "min_freq")
         _check_at_least(self, "data", 1, "num_proc", "sp_vocab_size")
+        _check_at_least(self, "data", 1, "valid_size", "test_size", "sp_input_sentence_size")
+        if self.corpus == "files" and self.train_path is None:
+            raise ValueError('corpus = "files" needs data.train_path')
+        if self.corpus == "files" and self.valid_path and self.valid_size:
+            raise ValueError("set data.valid_path or data.valid_size, not both")
+        if self.corpus == "files" and self.test_path and self.test_size:
+            raise ValueError("set data.test_path or data.test_size, not both")
+        if self.corpus == "hf" and self.hf_path is None:
+            raise ValueError('corpus = "hf" needs data.hf_path')
+        if self.corpus != "files":
+            for key in ("train_path", "valid_path", "test_path"):
+                if getattr(self, key) is not None:
+                    raise ValueError(
+                        f"data.{key} is read only with data.corpus = 'files' "
+                        f"(corpus is {self.corpus!r}); remove it (data.{key}=none on the command line)"
+                    )
+        if self.corpus != "hf" and self.hf_path is not None:
+            raise ValueError(
+                f"data.hf_path is read only with data.corpus = 'hf' (corpus is {self.corpus!r})"
+            )
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,15 @@ import pytest
 import torch
 
 from benchmarks import __main__ as bench
-from benchmarks import baselines, common, decode_throughput, train_throughput, transformer_base
+from benchmarks import (
+    baselines,
+    common,
+    decode_throughput,
+    prepare,
+    serve_load,
+    train_throughput,
+    transformer_base,
+)
 from benchmarks.common import get_scale
 from seqlab.models.rnn import RNNSeq2SeqConfig, build_rnn_seq2seq
 from seqlab.models.transformer import TransformerConfig, build_transformer
@@ -30,6 +38,9 @@ def fake_peak(module, family, case, scale):
 
 def test_main_writes_json_and_tables(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(train_throughput, "peak_in_child", fake_peak)
+    monkeypatch.setattr(prepare, "prepare_in_child", prepare.prepare_in_process)  # seconds, not 40
+    # serve_load starts real servers (20 s at tiny scale): its own slow test below
+    monkeypatch.setattr(bench, "BENCHMARKS", [b for b in bench.BENCHMARKS if b != "serve_load"])
     assert bench.main(["--tiny", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     for name in bench.BENCHMARKS:
@@ -40,6 +51,7 @@ def test_main_writes_json_and_tables(tmp_path, monkeypatch, capsys):
     train = json.loads((tmp_path / "train_throughput.json").read_text())
     assert train["clock"] == "cpu" and train["threads"] == 1
     expected = {"transformer": 3, "rnn": 2, "bert": 2} if HAS_HF else {"transformer": 2, "rnn": 2}
+    differs = []
     for family, count in expected.items():
         cases = train["families"][family]["cases"]
         assert len(cases) == count
@@ -50,8 +62,21 @@ def test_main_writes_json_and_tables(tmp_path, monkeypatch, capsys):
             assert entry["tokens_per_s"] == common.rate(entry["tokens"], entry["times_s"])
             # the speed-up is seqlab's time against this case's, repetition by repetition
             assert entry["seqlab_speedup"] == common.paired_ratio(ours["times_s"], entry["times_s"])
-            if case != "seqlab":
-                assert entry["times_s"] != ours["times_s"], f"{case} was not timed on its own"
+        differs += [
+            entry["times_s"] != ours["times_s"] for c, entry in cases.items() if c != "seqlab"
+        ]
+    # each case timed on its own: not every case's times are seqlab's (at tiny scale two 3 ms
+    # cases may round to the same times by chance, so not each case on its own)
+    assert any(differs), "every case's times are copies of seqlab's"
+    prepared = json.loads((tmp_path / "prepare.json").read_text())
+    assert prepared["sizes"] == [200, 2000]
+    assert set(prepared["cases"]) == {
+        f"{t}/{n}" for t in ("word", "sentencepiece") for n in (200, 2000)
+    }
+    for key, case in prepared["cases"].items():
+        assert case["pairs_per_s"] == round(int(key.split("/")[1]) / case["cpu_s"], 1)
+    assert prepared["sentencepiece_encode_limit"]["pairs_per_s"] > 0
+    assert "cached_wall_s" in prepared["cases"]["sentencepiece/2000"]
     decode = json.loads((tmp_path / "decode_throughput.json").read_text())
     assert [(m["beam"], m["batch"]) for m in decode["modes"]] == [(1, 1), (1, 64), (5, 1), (5, 64)]
     for mode in decode["modes"]:
@@ -211,6 +236,16 @@ def test_precision_compares_bf16_and_fused_adamw_against_fp32():
     assert "bf16, fused AdamW" in precision.markdown(result)
 
 
+@pytest.mark.slow
+def test_prepare_measures_a_child_process(tmp_path):
+    """The real `seqlab prepare` child of benchmarks/prepare.py: its summary, stage time, RSS."""
+    prefix = prepare.write_corpus(tmp_path, 300)
+    case = prepare.prepare_in_child(prefix, "word", tmp_path / "cache", "tiny")
+    assert case["summary"][0].startswith("train pairs: kept 200")
+    assert case["cpu_s"] > 0 and 100 < case["peak_rss_mib"] < 4000
+    assert 50 < case["peak_anon_mib"] <= case["peak_rss_mib"]
+
+
 def test_deploy_times_whole_commands_on_a_tiny_model(transformer_checkpoint):
     """benchmarks/deploy.py on the tiny Transformer: every engine and thread count is a real
     `seqlab translate` process, with BLEU, agreement and peak memory beside its time."""
@@ -237,3 +272,30 @@ def test_deploy_times_whole_commands_on_a_tiny_model(transformer_checkpoint):
     assert all(r["speedup"] == 1.0 for r in pytorch)
     assert "| CTranslate2 int8 | 2 |" in deploy.markdown(result)
     assert deploy.markdown({"skipped": "no checkpoint"}) == "skipped: no checkpoint"
+
+
+def test_serve_load_statistics():
+    assert serve_load.percentile([4.0, 1.0, 3.0, 2.0], 50) == 2.5  # numpy's linear default
+    assert serve_load.percentile([1.0, 2.0, 3.0, 4.0, 5.0], 95) == pytest.approx(4.8)
+    level = serve_load.summarize([0.010, 0.020, 0.030, 0.040], seconds=0.05)
+    assert level["requests_per_s"] == 80.0 and level["p50_ms"] == 25.0 and level["p95_ms"] == 38.5
+    assert "serve_load" in bench.BENCHMARKS
+
+
+def test_serve_load_skips_without_a_model(tmp_path):
+    result = serve_load.run("quick", model=tmp_path / "missing.pt")
+    assert "no model at" in result["skipped"] and "skipped" in serve_load.markdown(result)
+
+
+@pytest.mark.slow
+def test_serve_load_runs_at_tiny_scale():
+    pytest.importorskip("fastapi")
+    result = serve_load.run("tiny")
+    assert set(result["modes"]) == {"batching on", "batching off"}
+    for mode in result["modes"].values():
+        assert list(mode["levels"]) == ["1", "8", "32"]
+        for level in mode["levels"].values():
+            assert level["requests"] == serve_load.REQUESTS["tiny"] and level["requests_per_s"] > 0
+            assert 0 < level["p50_ms"] <= level["p95_ms"]
+    table = serve_load.markdown(result)
+    assert table.count("| 32 |") == 2

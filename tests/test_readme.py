@@ -23,10 +23,11 @@ def readme() -> str:
 
 
 def command_lines(text: str) -> list[list[str]]:
-    """Each line of the README's `sh` blocks as words, stopping at a comment or a redirection."""
+    """Each line of the README's `sh` blocks as words (a line ending in a backslash continues on
+    the next), stopping at a comment or a redirection."""
     lines = []
     for block in fenced_blocks(text, "sh"):
-        for line in block.splitlines():
+        for line in block.replace("\\\n", " ").splitlines():
             words = []
             for word in shlex.split(line, comments=True):
                 if word[0] in "<>|":

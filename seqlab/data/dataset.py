@@ -36,8 +36,9 @@ def text_dataset(
 ) -> datasets.Dataset:
     """Materialise `rows(**kwargs)` as an Arrow table cached under `cache_dir` by `fp`.
 
-    A `SeqlabError` the rows raise (a bad line, naming its file) comes out as itself, not
-    wrapped in `datasets`' generation error; the half-built table is not cached.
+    `datasets` writes the table under a temporary name and renames it when the generator is
+    done, so an error or Ctrl-C part way leaves no table a rerun would load. A reader's
+    `SeqlabError` (a malformed line) comes out as itself, not wrapped in datasets' own error.
     """
     with _quiet_progress():
         try:
@@ -52,36 +53,53 @@ def text_dataset(
 
 
 def _encode_batch(batch: dict, columns: dict, settings: dict) -> dict:
-    """`map` worker: text columns -> id columns (tokenizers rebuilt per worker from settings)."""
+    """`map` worker: text columns -> id columns (tokenizers rebuilt per worker from settings).
+
+    A SentencePiece tokenizer whose own pieces are the vocabulary encodes the whole batch in
+    one call to the processor (its ids are the vocabulary's), several times faster than piece
+    strings mapped one sentence at a time.
+    """
     out = {}
     for text_column, id_column in columns.items():
-        tokenizer_config, model_bytes, tokens = settings[text_column]
-        tokenizer = _worker_tokenizer(tokenizer_config, model_bytes)
-        vocab = _worker_vocab(tokens)
-        out[id_column] = [vocab.encode(tokenizer.tokenize(text)) for text in batch[text_column]]
+        tokenizer, vocab, own_pieces = _worker_side(*settings[text_column])
+        texts = batch[text_column]
+        if own_pieces:
+            out[id_column] = tokenizer.encode_ids_batch(texts)
+        else:
+            out[id_column] = [vocab.encode(tokenizer.tokenize(text)) for text in texts]
     return out
 
 
-_WORKER_CACHE: dict[str, Any] = {}
+_WORKER_CACHE: dict[str, tuple[Tokenizer, Vocab, bool]] = {}
 
 
-def _worker_tokenizer(config: dict, model_bytes: bytes | None) -> Tokenizer:
-    key = "tok:" + fingerprint(config, hashlib.sha256(model_bytes or b"").hexdigest())
+def _worker_side(
+    config: dict, model_bytes: bytes | None, tokens: list[str], key: str
+) -> tuple[Tokenizer, Vocab, bool]:
+    """(tokenizer, vocabulary, whether the vocabulary is the tokenizer's own piece list), built
+    once per worker; `key` is the settings' fingerprint, computed once by `encode_dataset` (not
+    per batch: hashing a large vocabulary is slower than encoding a batch)."""
     if key not in _WORKER_CACHE:
-        _WORKER_CACHE[key] = tokenizer_from_config(config, model_bytes)
+        tokenizer = tokenizer_from_config(config, model_bytes)
+        vocab = Vocab(tokens)
+        own = hasattr(tokenizer, "encode_ids_batch") and tokenizer.vocab().tokens == vocab.tokens
+        _WORKER_CACHE[key] = (tokenizer, vocab, own)
     return _WORKER_CACHE[key]
 
 
-def _worker_vocab(tokens: list[str]) -> Vocab:
-    key = "vocab:" + fingerprint(tokens)
-    if key not in _WORKER_CACHE:
-        _WORKER_CACHE[key] = Vocab(tokens)
-    return _WORKER_CACHE[key]
-
-
-def tokenizer_settings(tokenizer: Tokenizer, vocab: Vocab) -> tuple[dict, bytes | None, list[str]]:
-    """What a worker process needs to rebuild a tokenizer and vocabulary (picklable, hashable)."""
-    return tokenizer.config(), getattr(tokenizer, "model_bytes", None), list(vocab.tokens)
+def tokenizer_settings(
+    tokenizer: Tokenizer, vocab: Vocab
+) -> tuple[dict, bytes | None, list[str], str]:
+    """What a worker process needs to rebuild a tokenizer and vocabulary (picklable), and the
+    fingerprint of all of it."""
+    config, model = tokenizer.config(), getattr(tokenizer, "model_bytes", None)
+    tokens = list(vocab.tokens)
+    return (
+        config,
+        model,
+        tokens,
+        fingerprint(config, hashlib.sha256(model or b"").hexdigest(), tokens),
+    )
 
 
 def encode_dataset(
@@ -97,11 +115,7 @@ def encode_dataset(
     """
     columns = {text: id_col for text, (id_col, _, _) in sides.items()}
     settings = {text: tokenizer_settings(tok, vocab) for text, (_, tok, vocab) in sides.items()}
-    fp = fingerprint(
-        ds._fingerprint,
-        columns,
-        {k: (c, hashlib.sha256(m or b"").hexdigest(), t) for k, (c, m, t) in settings.items()},
-    )
+    fp = fingerprint(ds._fingerprint, columns, {k: v[3] for k, v in settings.items()})
     with _quiet_progress():
         return ds.map(
             _encode_batch,
@@ -138,48 +152,38 @@ class FilterReport:
         return f"kept {self.kept}, dropped {sum(self.dropped.values())} ({reasons})"
 
 
-def _drop_reason(src: list, tgt: list, max_len: int | None, max_ratio: float | None) -> str:
-    if not src or not tgt:
-        return "empty side"
-    if max_len is not None and max(len(src), len(tgt)) > max_len:
-        return f"longer than {max_len} tokens"
-    if max_ratio is not None and max(len(src), len(tgt)) > max_ratio * min(len(src), len(tgt)):
-        return f"length ratio above {max_ratio}"
-    return ""
-
-
-def _reasons_batch(batch: dict, max_len: int | None, max_ratio: float | None) -> dict:
-    reasons = [
-        _drop_reason(s, t, max_len, max_ratio) for s, t in zip(batch["src_ids"], batch["tgt_ids"])
-    ]
-    return {"drop": reasons}
-
-
 def filter_pairs(
     ds: datasets.Dataset, *, max_len: int | None, max_ratio: float | None, num_proc: int = 1
 ) -> tuple[datasets.Dataset, FilterReport]:
     """Drop pairs with an empty side, a side over `max_len` tokens or a ratio over `max_ratio`.
 
-    Returns the kept rows and a report counting each reason, so nothing disappears unexplained.
+    Returns the kept rows and a report counting each reason (the first that applies, in that
+    order), so nothing disappears unexplained. The lengths are read from the memory-mapped id
+    columns and compared as arrays; the kept rows become an index mapping, not a copy.
+    `num_proc` is accepted for symmetry with `encode_dataset` (nothing here is per row).
     """
+    src = list_lengths(ds, "src_ids")  # (N,)
+    tgt = list_lengths(ds, "tgt_ids")  # (N,)
+    longer, shorter = np.maximum(src, tgt), np.minimum(src, tgt)  # (N,), (N,)
+    empty = shorter == 0
+    too_long = ~empty & (longer > max_len) if max_len is not None else np.zeros_like(empty)
+    skewed = np.zeros_like(empty)
+    if max_ratio is not None:
+        skewed = ~empty & ~too_long & (longer > max_ratio * shorter)
+    report = FilterReport()
+    for reason, mask in (
+        ("empty side", empty),
+        (f"longer than {max_len} tokens", too_long),
+        (f"length ratio above {max_ratio}", skewed),
+    ):
+        if mask.any():
+            report.dropped[reason] = int(mask.sum())
+    keep = ~(empty | too_long | skewed)
+    report.kept = int(keep.sum())
+    if report.kept == len(ds):
+        return ds, report
     fp = fingerprint(ds._fingerprint, "filter", max_len, max_ratio)
-    with _quiet_progress():
-        marked = ds.map(
-            _reasons_batch,
-            batched=True,
-            fn_kwargs={"max_len": max_len, "max_ratio": max_ratio},
-            num_proc=num_proc if num_proc > 1 else None,
-            new_fingerprint=fp + "m",
-        )
-        report = FilterReport()
-        for reason in marked["drop"]:
-            if reason:
-                report.dropped[reason] = report.dropped.get(reason, 0) + 1
-        kept = marked.filter(
-            lambda b: [not r for r in b["drop"]], batched=True, new_fingerprint=fp + "f"
-        ).remove_columns("drop")
-    report.kept = len(kept)
-    return kept, report
+    return ds.select(np.flatnonzero(keep), new_fingerprint=fp), report
 
 
 class _quiet_progress:

@@ -99,7 +99,7 @@ class WordTokenizer:
         """Split `text` into words and punctuation (see the class docstring)."""
         if self.lowercase:
             text = text.lower()
-        return [m.group(0) for m in _WORD_OR_PUNCT.finditer(text)]
+        return [m[0] for m in _WORD_OR_PUNCT.finditer(text)]
 
     def detokenize(self, tokens: Sequence[str]) -> str:
         """Join `tokens` with spaces and re-attach punctuation (see the class docstring)."""
@@ -306,6 +306,12 @@ class SentencePieceTokenizer:
         if self.lowercase:
             text = text.lower()
         return self._sp.encode(text, out_type=int)
+
+    def encode_ids_batch(self, texts: list[str]) -> list[list[int]]:
+        """`encode_ids` of every text, in one call to the processor (on one thread)."""
+        if self.lowercase:
+            texts = [text.lower() for text in texts]
+        return self._sp.encode(texts, out_type=int, num_threads=1)
 
     def config(self) -> dict:
         """`{"kind": "sentencepiece", "lowercase": ..., "model_type": ...}`."""

@@ -16,6 +16,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
@@ -57,13 +58,16 @@ class PairTable(torch.utils.data.Dataset):
         return list(zip(rows["src_ids"], rows["tgt_ids"]))
 
 
-def pair_lengths(table: datasets.Dataset) -> list[tuple[int, int]]:
-    """Padded (source, target) sizes per row: +1 for the EOS / BOS that `collate` adds."""
+def pair_lengths(table: datasets.Dataset) -> np.ndarray:
+    """(N, 2) padded (source, target) sizes per row: +1 for the EOS / BOS that `collate` adds.
+
+    An array read from the memory-mapped id columns, not a list of tuples: training holds
+    16 bytes per pair whatever the corpus size."""
     from seqlab.data.dataset import list_lengths
 
-    src = list_lengths(table, "src_ids") + 1
-    tgt = list_lengths(table, "tgt_ids") + 1
-    return list(zip(src.tolist(), tgt.tolist()))
+    src = list_lengths(table, "src_ids") + 1  # (N,)
+    tgt = list_lengths(table, "tgt_ids") + 1  # (N,)
+    return np.stack([src, tgt], axis=1)  # (N, 2)
 
 
 class TranslationTask(TrainingTask):

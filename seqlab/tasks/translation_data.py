@@ -1,18 +1,29 @@
-"""Translation data: fetch a parallel corpus, tokenize it, build vocabularies, cache the ids.
+"""Translation data: read a parallel corpus, tokenize it, build vocabularies, cache the ids.
 
-`prepare(recipe)` is what `seqlab prepare` runs and what training starts from. Tokenizers and
-vocabularies are built on the training split only, cached under `<cache>/prepared/<fingerprint>/`,
-and every split becomes an Arrow table with `src`, `tgt` (text) and `src_ids`, `tgt_ids` columns.
+`prepare(recipe)` is what `seqlab prepare` runs and what training starts from. The text comes from
+a shipped manifest, synthetic tasks, the user's files (`corpus = "files"`) or a Hugging Face dataset
+(`corpus = "hf"`); a validation or test set the source lacks is a seeded hold-out of training
+pairs. Everything streams through Arrow tables on disk: vocabulary counts are accumulated line by
+line and SentencePiece trains on a seeded sample of `sp_input_sentence_size` sentences, so memory
+does not grow with the corpus. Tokenizers and vocabularies are built on the training split only,
+cached (atomically) under `<cache>/prepared/<fingerprint>/`, and every split becomes an Arrow table
+with `src`, `tgt` (text) and `src_ids`, `tgt_ids` columns. Pairs with an empty side are dropped
+from every split and, in training, those over the length limits; the summary counts each reason.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
+import numpy as np
 
 from seqlab.config import Recipe, TranslationData
 from seqlab.data.corpus import cache_dir, fetch_corpus, load_manifest
@@ -32,10 +43,19 @@ from seqlab.data.tokenize import (
     WordTokenizer,
     tokenizer_from_config,
 )
+from seqlab.data.user_files import READER_VERSION as USER_READER_VERSION
+from seqlab.data.user_files import (
+    file_identity,
+    input_files,
+    load_hf,
+    read_hf_pairs,
+    read_pairs,
+)
 from seqlab.data.vocab import Side, Vocab
-from seqlab.errors import DataError
+from seqlab.errors import ConfigError, DataError
 
 READER_VERSION = 1  # bump when readers change what rows they yield
+DEFAULT_VALID_SIZE = 1000  # pairs held out when the source has no validation set
 
 
 @dataclass
@@ -45,10 +65,14 @@ class PreparedTranslation:
     src: Side
     tgt: Side
     splits: dict[str, datasets.Dataset]  # "train", "valid", optionally "test"
-    report: FilterReport
+    report: FilterReport  # of the training pairs
+    reports: dict[str, FilterReport] = field(default_factory=dict)  # of every split
 
     def summary(self) -> str:
         lines = [f"train pairs: {self.report}"]
+        for name, report in self.reports.items():
+            if name != "train" and report.dropped:
+                lines.append(f"{name} pairs: {report}")
         for name, ds in self.splits.items():
             src_tokens, tgt_tokens = _token_count(ds, "src_ids"), _token_count(ds, "tgt_ids")
             lines.append(
@@ -94,9 +118,20 @@ def text_splits(data: TranslationData, cache: Path, seed: int) -> dict[str, data
             )
             for i, (name, n) in enumerate(sizes.items())
         }
+    if data.corpus == "files":
+        tables = _file_tables(data, store)
+    elif data.corpus == "hf":
+        tables = _hf_tables(data, store)
+    else:
+        tables = _manifest_tables(data, cache, store)
+    return hold_out(tables, _hold_out_sizes(data), seed)
+
+
+def _manifest_tables(
+    data: TranslationData, cache: Path, store: Path
+) -> dict[str, datasets.Dataset]:
     manifest = load_manifest(data.corpus)
-    names = {"train": data.train_split, "valid": data.valid_split, "test": data.test_split}
-    names = {name: split for name, split in names.items() if split is not None}
+    names = {name: split for name, split in _wanted(data).items() if split is not None}
     manifest.require_splits({f"data.{name}_split": split for name, split in names.items()})
     folder = fetch_corpus(manifest, cache=cache)
     tables = {}
@@ -114,21 +149,129 @@ def text_splits(data: TranslationData, cache: Path, seed: int) -> dict[str, data
     return tables
 
 
-def _iter_texts(ds: datasets.Dataset, columns: tuple[str, ...]):
+def _wanted(data: TranslationData) -> dict[str, str | None]:
+    """The split (or path) each table is read from; None where it is held out or absent."""
+    if data.corpus == "files":
+        given = {"train": data.train_path, "valid": data.valid_path, "test": data.test_path}
+    else:
+        given = {"train": data.train_split, "valid": data.valid_split, "test": data.test_split}
+    if data.valid_size is not None:
+        given["valid"] = None
+    if data.test_size is not None:
+        given["test"] = None
+    return given
+
+
+def _hold_out_sizes(data: TranslationData) -> dict[str, int]:
+    """How many training pairs to hold out for the splits the source does not give."""
+    wanted, sizes = _wanted(data), {}
+    if wanted["valid"] is None:
+        sizes["valid"] = data.valid_size or DEFAULT_VALID_SIZE
+    if wanted["test"] is None and data.test_size is not None:
+        sizes["test"] = data.test_size
+    return sizes
+
+
+def _file_tables(data: TranslationData, store: Path) -> dict[str, datasets.Dataset]:
+    """Tables of the user's files, cached by the files' path, size and modification time."""
+    tables = {}
+    for name, path in _wanted(data).items():
+        if path is None:
+            continue
+        identity = file_identity(input_files(path, data.src_lang, data.tgt_lang))
+        kwargs = {
+            "path": path,
+            "src_lang": data.src_lang,
+            "tgt_lang": data.tgt_lang,
+            "src_field": data.src_field,
+            "tgt_field": data.tgt_field,
+        }
+        fp = fingerprint("files", USER_READER_VERSION, identity, kwargs)
+        tables[name] = text_dataset(read_pairs, kwargs, fp, store)
+    return tables
+
+
+def _hf_tables(data: TranslationData, store: Path) -> dict[str, datasets.Dataset]:
+    """Tables of a Hugging Face dataset's splits, cached by the dataset's own fingerprint."""
+    tables = {}
+    for name, split in _wanted(data).items():
+        if split is None:
+            continue
+        source = load_hf(data.hf_path, data.hf_config, split, training=name == "train")
+        kwargs = {
+            "hf_path": data.hf_path,
+            "hf_config": data.hf_config,
+            "split": split,
+            "src_lang": data.src_lang,
+            "tgt_lang": data.tgt_lang,
+            "src_field": data.src_field,
+            "tgt_field": data.tgt_field,
+            "training": name == "train",
+        }
+        fp = fingerprint("hf", USER_READER_VERSION, source._fingerprint, kwargs)
+        tables[name] = text_dataset(read_hf_pairs, kwargs, fp, store)
+    return tables
+
+
+def hold_out(
+    tables: dict[str, datasets.Dataset], sizes: dict[str, int], seed: int
+) -> dict[str, datasets.Dataset]:
+    """Move a seeded sample of `sizes[name]` training pairs into table `name` (valid, test).
+
+    The held-out rows are disjoint and never trained on; each keeps the corpus order. Only an
+    index mapping over the training table is written, not a copy of its text.
+    """
+    if not sizes:
+        return tables
+    train = tables["train"]
+    total, spare = len(train), sum(sizes.values())
+    if spare >= total:
+        keys = " + ".join(f"data.{name}_size = {n}" for name, n in sizes.items())
+        raise ConfigError(
+            f"holding out {keys} leaves no training pair of {total}; lower them or give "
+            "validation (and test) data"
+        )
+    order = np.random.default_rng(seed).permutation(total)  # (total,)
+    out, start = dict(tables), 0
+    for name, n in [*sizes.items(), ("train", total - spare)]:
+        rows = np.sort(order[start : start + n])  # each table's rows depend on every size
+        fp = fingerprint(train._fingerprint, "hold-out", sizes, seed, name)
+        out[name] = train.select(rows, new_fingerprint=fp)
+        start += n
+    return out
+
+
+def _iter_texts(ds: datasets.Dataset, columns: tuple[str, ...]) -> Iterator[str]:
     for batch in ds.iter(batch_size=2000):
         for column in columns:
             yield from batch[column]
 
 
-def _build_side(data: TranslationData, train: datasets.Dataset, columns: tuple[str, ...]) -> Side:
-    """Train (SentencePiece) or build (word/char counts) a tokenizer and vocabulary on train."""
+def sample_rows(ds: datasets.Dataset, rows: int, seed: int) -> datasets.Dataset:
+    """A seeded sample of `rows` rows of `ds` in table order (all of `ds` when it is smaller)."""
+    if rows >= len(ds):
+        return ds
+    chosen = np.sort(np.random.default_rng(seed).choice(len(ds), size=rows, replace=False))
+    return ds.select(chosen, new_fingerprint=fingerprint(ds._fingerprint, "sample", rows, seed))
+
+
+def _build_side(
+    data: TranslationData, train: datasets.Dataset, columns: tuple[str, ...], seed: int
+) -> Side:
+    """Train (SentencePiece) or build (word/char counts) a tokenizer and vocabulary on train.
+
+    SentencePiece keeps its whole input in memory, so it sees a seeded sample of at most
+    `sp_input_sentence_size` sentences; word and character counts stream over every row.
+    """
     if data.tokenizer == "sentencepiece":
+        rows = max(1, data.sp_input_sentence_size // len(columns))
         tokenizer = SentencePieceTokenizer.train(
-            _iter_texts(train, columns),
+            _iter_texts(sample_rows(train, rows, seed), columns),
             model_type=data.sp_model_type,
             vocab_size=data.sp_vocab_size,
             character_coverage=data.sp_character_coverage,
             lowercase=data.lowercase,
+            max_sentences=data.sp_input_sentence_size,
         )
         return Side(tokenizer, tokenizer.vocab())
     tokenizer = (WordTokenizer if data.tokenizer == "word" else CharTokenizer)(
@@ -151,6 +294,22 @@ def _save_side(folder: Path, name: str, side: Side) -> None:
     (folder / f"{name}.tokenizer.json").write_text(json.dumps(side.tokenizer.config()))
 
 
+def _save_sides(folder: Path, sides: dict[str, Side]) -> None:
+    """Write `sides` into `folder` atomically: into a temporary sibling renamed into place, so an
+    interrupted prepare leaves no half-written folder that a rerun would load."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        for name, side in sides.items():
+            _save_side(partial, name, side)
+        os.replace(partial, folder)
+    except OSError:
+        if not folder.is_dir():  # not another process having written the same folder first
+            raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
 def _load_side(folder: Path, name: str) -> Side | None:
     config_path = folder / f"{name}.tokenizer.json"
     if not config_path.is_file():
@@ -161,60 +320,66 @@ def _load_side(folder: Path, name: str) -> Side | None:
     return Side(tokenizer, Vocab.load(folder / f"{name}.vocab.json"))
 
 
-def build_sides(data: TranslationData, train: datasets.Dataset, cache: Path) -> tuple[Side, Side]:
+def build_sides(
+    data: TranslationData, train: datasets.Dataset, cache: Path, seed: int = 1
+) -> tuple[Side, Side]:
     """Source and target sides, reused from the cache when the same settings saw the same data."""
-    settings = {
-        k: getattr(data, k)
-        for k in (
-            "tokenizer",
-            "lowercase",
-            "joint_vocab",
-            "min_freq",
-            "max_vocab",
-            "sp_model_type",
-            "sp_vocab_size",
-            "sp_character_coverage",
-        )
-    }
+    keys = ["tokenizer", "lowercase", "joint_vocab", "min_freq", "max_vocab"]
+    if data.tokenizer == "sentencepiece":
+        keys += ["sp_model_type", "sp_vocab_size", "sp_character_coverage"]
+        keys += ["sp_input_sentence_size"]
+    settings = {k: getattr(data, k) for k in keys}
+    if data.tokenizer == "sentencepiece":
+        settings["seed"] = seed
     folder = cache / "prepared" / fingerprint(train._fingerprint, settings)
     if data.joint_vocab:
         side = _load_side(folder, "joint")
         if side is None:
-            side = _build_side(data, train, ("src", "tgt"))
-            _save_side(folder, "joint", side)
+            side = _build_side(data, train, ("src", "tgt"), seed)
+            _save_sides(folder, {"joint": side})
         return side, side
     src, tgt = _load_side(folder, "src"), _load_side(folder, "tgt")
     if src is None or tgt is None:
-        src, tgt = _build_side(data, train, ("src",)), _build_side(data, train, ("tgt",))
-        _save_side(folder, "src", src)
-        _save_side(folder, "tgt", tgt)
+        src, tgt = (
+            _build_side(data, train, ("src",), seed),
+            _build_side(data, train, ("tgt",), seed),
+        )
+        _save_sides(folder, {"src": src, "tgt": tgt})
     return src, tgt
 
 
 def encode_splits(
     tables: dict[str, datasets.Dataset], src: Side, tgt: Side, data: TranslationData
-) -> tuple[dict[str, datasets.Dataset], FilterReport]:
+) -> tuple[dict[str, datasets.Dataset], dict[str, FilterReport]]:
+    """Id columns for every split; pairs with an empty side dropped everywhere, and training
+    pairs over `max_len` / `max_len_ratio` too. Returns the tables and a report per split."""
     sides = {
         "src": ("src_ids", src.tokenizer, src.vocab),
         "tgt": ("tgt_ids", tgt.tokenizer, tgt.vocab),
     }
-    encoded = {
-        name: encode_dataset(ds, sides, num_proc=data.num_proc) for name, ds in tables.items()
-    }
-    encoded["train"], report = filter_pairs(
-        encoded["train"], max_len=data.max_len, max_ratio=data.max_len_ratio, num_proc=data.num_proc
-    )
-    if report.kept == 0:
-        raise DataError(f"corpus '{data.corpus}': no training pair survived filtering ({report})")
-    return encoded, report
+    encoded, reports = {}, {}
+    for name, ds in tables.items():
+        ids = encode_dataset(ds, sides, num_proc=data.num_proc)
+        training = name == "train"
+        encoded[name], reports[name] = filter_pairs(
+            ids,
+            max_len=data.max_len if training else None,
+            max_ratio=data.max_len_ratio if training else None,
+            num_proc=data.num_proc,
+        )
+        if reports[name].kept == 0:
+            raise DataError(
+                f"corpus '{data.corpus}': no {name} pair survived filtering ({reports[name]})"
+            )
+    return encoded, reports
 
 
 def prepare(recipe: Recipe, *, cache: Path | None = None) -> PreparedTranslation:
-    """Fetch the recipe's corpus, build tokenizers and vocabularies, and cache id tables."""
+    """Read the recipe's corpus, build tokenizers and vocabularies, and cache id tables."""
     cache = cache or cache_dir()
     tables = text_splits(recipe.data, cache, recipe.seed)
     if len(tables["train"]) == 0:
         raise DataError(f"corpus '{recipe.data.corpus}': the training split is empty")
-    src, tgt = build_sides(recipe.data, tables["train"], cache)
-    splits, report = encode_splits(tables, src, tgt, recipe.data)
-    return PreparedTranslation(src, tgt, splits, report)
+    src, tgt = build_sides(recipe.data, tables["train"], cache, recipe.seed)
+    splits, reports = encode_splits(tables, src, tgt, recipe.data)
+    return PreparedTranslation(src, tgt, splits, reports["train"], reports)
