@@ -125,7 +125,8 @@ class TranslationData:
                 if getattr(self, key) is not None:
                     raise ValueError(
                         f"data.{key} is read only with data.corpus = 'files' "
-                        f"(corpus is {self.corpus!r}); remove it (data.{key}=none on the command line)"
+                        f"(corpus is {self.corpus!r}); remove it "
+                        f"(data.{key}=none on the command line)"
                     )
         if self.corpus != "hf" and self.hf_path is not None:
             raise ValueError(
