@@ -19,9 +19,10 @@ while `benchmarks/decode_throughput.py` shows it pays (`optimize_speedup` there)
   gathers the surviving rows while it appends the new position (one copy instead of two), and the
   source mask is prepared once for every layer and step (`KeyMask`).
 
-Tried and dropped: computing self-attention's queries, keys and values in one product of their
-stacked packed weights. On top of the two tricks above it measured no faster (0.93-0.97x the
-time without it at beam 5 and greedy, batch 1 and 64), so it did not pay for its code.
+- **One product for a step's queries, keys and values** (`StackedProjection`): with few rows a
+  product costs mostly its fixed overhead, so a decoder step's self-attention multiplies by the
+  three weights stacked. Without it beam 5 at batch 1 measured about 13% slower than before the
+  move out of the layers (the encoder, run once per sentence, does not need it).
 
 The result is a copy of the module tree that shares the model's parameters and buffers (no
 weights are copied, the model itself is left as it was, training mode included), so a model that
@@ -152,6 +153,37 @@ class PackedLinear(nn.Linear):
         return super()._apply(fn, recurse)
 
 
+class StackedProjection:
+    """A decoder step's self-attention queries, keys and values in one product of their stacked
+    packed weights: h (N, 1, H) -> (q, k, v), each (N, 1, H).
+
+    With few rows (batch x beams) a product's cost is mostly its fixed overhead and reading its
+    weight, so one (3H, H) product beats three (H, H) ones (beam 5 at batch 1: 41 against 48 ms
+    a sentence in `benchmarks/decode_throughput.py`'s setting). Where the layer's projections
+    would not use packed weights (training, gradients, GPU, other dtypes), it calls them as
+    they are. The stacked copy is rebuilt whenever one of the three weights changes.
+    """
+
+    def __init__(self, attention: nn.Module):
+        self.linears = (attention.q_proj, attention.k_proj, attention.v_proj)
+        self._packed: tuple[tuple, Tensor, Tensor | None] | None = None
+
+    def __call__(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        first = self.linears[0]
+        if not (isinstance(first, PackedLinear) and first._packs(h)):
+            return tuple(linear(h) for linear in self.linears)  # type: ignore[return-value]
+        key = tuple(_key(linear.weight) for linear in self.linears)
+        if self._packed is None or self._packed[0] != key:
+            weight = torch.cat([linear.weight.detach() for linear in self.linears])  # (3H, H)
+            biases = [linear.bias for linear in self.linears]
+            bias = None if biases[0] is None else torch.cat([b.detach() for b in biases])
+            self._packed = key, first._pack(weight), bias
+        _, packed, bias = self._packed
+        flat = h.reshape(-1, h.size(-1))  # (N, H)
+        out = first._multiply(flat, packed, bias)  # (N, 3H)
+        return tuple(out.view(*h.shape[:-1], -1).chunk(3, dim=-1))  # type: ignore[return-value]
+
+
 @dataclass(frozen=True)
 class KeyMask:
     """A source mask prepared once for every layer's cross-attention at every step.
@@ -280,12 +312,12 @@ def _layer_step(
     cache: KV,
     memory_kv: KV,
     state: GroupedTransformerState,
+    qkv: StackedProjection,
 ) -> tuple[Tensor, KV]:
     """`TransformerDecoderLayer.step` on a grouped state: x (N, 1, H) -> (y (N, 1, H), cache)."""
     attn, cross = layer.self_attn, layer.cross_attn
     h = layer._pre(x, layer.norm1)  # (N, 1, H)
-    k_new, v_new = attn.project_kv(h, h)  # (N, h, 1, d) each
-    q = attn._split_heads(attn.q_proj(h))  # (N, h, 1, d)
+    q, k_new, v_new = (attn._split_heads(p) for p in qkv(h))  # (N, h, 1, d) each
     k = _append_position(cache[0], k_new, state.self_rows)  # (N, h, t+1, d)
     v = _append_position(cache[1], v_new, state.self_rows)  # (N, h, t+1, d)
     x = layer._post(x, _attend(attn, q, k, v, None), layer.norm1)
@@ -304,6 +336,21 @@ class GroupedTransformerDecoder(TransformerDecoder):
     def __init__(self, decoder: TransformerDecoder):
         super().__init__(decoder.embedding, decoder.positional, decoder.stack, decoder.output)
         self.train(decoder.training)
+        # a plain list: the projections' weights stay the layers' own (no new state-dict keys)
+        self._qkv = [StackedProjection(layer.self_attn) for layer in decoder.stack.layers]
+
+    def train(self, mode: bool = True) -> GroupedTransformerDecoder:
+        """As `nn.Module.train`; entering training drops the stacked copies."""
+        if mode:
+            for qkv in getattr(self, "_qkv", ()):
+                qkv._packed = None
+        return super().train(mode)
+
+    def _apply(self, fn, recurse: bool = True):
+        """Every move or cast drops the stacked copies (as `PackedLinear._apply`)."""
+        for qkv in getattr(self, "_qkv", ()):
+            qkv._packed = None
+        return super()._apply(fn, recurse)
 
     def init_state(self, encoded: Encoded) -> GroupedTransformerState:
         """Cross-attention K/V projected once per source; empty self-attention caches."""
@@ -319,8 +366,9 @@ class GroupedTransformerDecoder(TransformerDecoder):
         """tokens (N,) -> (logits (N, V), state one position on)."""
         x = self.positional(self.embedding(tokens.unsqueeze(1)), state.position)  # (N, 1, H)
         caches = []
-        for layer, cache, kv in zip(self.stack.layers, state.self_kv, state.memory_kv, strict=True):
-            x, cache = _layer_step(layer, x, cache, kv, state)
+        layers = zip(self.stack.layers, state.self_kv, state.memory_kv, self._qkv, strict=True)
+        for layer, cache, kv, qkv in layers:
+            x, cache = _layer_step(layer, x, cache, kv, state, qkv)
             caches.append(cache)
         logits = self.output(self.stack.final_norm(x).squeeze(1))  # (N, V)
         after = dataclasses.replace(

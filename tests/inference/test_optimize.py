@@ -53,9 +53,20 @@ def sources(lengths: list[int], seed: int = 1) -> tuple[torch.Tensor, torch.Tens
     return torch.randint(4, SRC_V, mask.shape, generator=gen).masked_fill(~mask, 0), mask
 
 
+def stacked(fast: nn.Module) -> list[optimize.StackedProjection]:
+    """The decoder steps' stacked q/k/v projections of an optimized Transformer."""
+    return [p for m in fast.modules() for p in getattr(m, "_qkv", [])]
+
+
 def packed_copies_built(fast: nn.Module) -> bool:
-    """Whether every `PackedLinear` ran packed (so the packed path was the one tested)."""
-    return all(m._packed is not None for m in fast.modules() if isinstance(m, PackedLinear))
+    """Whether every `PackedLinear` ran packed, on its own or stacked with its self-attention's
+    other two projections (so the packed path was the one tested)."""
+    in_stacks = {id(linear) for p in stacked(fast) if p._packed is not None for linear in p.linears}
+    return all(
+        m._packed is not None or id(m) in in_stacks
+        for m in fast.modules()
+        if isinstance(m, PackedLinear)
+    )
 
 
 def search(model: nn.Module, beam: int) -> list:
@@ -174,8 +185,10 @@ def test_moves_and_casts_drop_the_packed_copies(use_onednn):
     search(fast, 2)
     packed = [m for m in fast.modules() if isinstance(m, PackedLinear)]
     assert packed_copies_built(fast)
+    assert stacked(fast) and all(p._packed is not None for p in stacked(fast))
     fast.double()  # through the parent: every child's _apply runs
     assert all(m._packed is None for m in packed)
+    assert all(p._packed is None for p in stacked(fast))
     src, mask = sources([4, 2])
     tgt_in = torch.full((2, 3), 5)
     with torch.no_grad():  # float64 runs as nn.Linear, on the (shared, now float64) weights
