@@ -24,8 +24,6 @@ from seqlab.train import Trainer, TrainingError, seed_everything
 
 logger = logging.getLogger(__name__)
 
-logger = logging.getLogger(__name__)
-
 
 def _check_run_dir(run_dir: Path, resume: bool) -> None:
     existing = run_dir / "last.pt"
@@ -34,7 +32,6 @@ def _check_run_dir(run_dir: Path, resume: bool) -> None:
             f"{run_dir} already holds a run ({existing}); pass --resume to continue it "
             "or --run-dir to start a new one"
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
 
 
 def train_recipe(
@@ -63,6 +60,7 @@ def train_recipe(
         seed_everything(recipe.seed)
         with dist.main_first():  # the others read rank 0's cache
             data = spec.prepare(recipe)
+        run_dir.mkdir(parents=True, exist_ok=True)  # after prepare: bad data leaves no folder
         if dist.is_main:
             logger.info("%s", data.summary())
         task = spec.build(recipe, data, rank=dist.rank, world=dist.world)

@@ -302,6 +302,11 @@ def test_hostile_files_are_one_line_errors_from_the_cli(
     assert code == 2 and out == "" and "Traceback" not in err
     assert re.search(expected, err), err
     assert len(err.strip().splitlines()) == 1
+    if setup == "short":  # `train` says the same, and leaves no empty run folder behind
+        run_dir = tmp_path / "run"
+        args = ["train", RECIPE, f"data.train_path='{train}'", "--run-dir", str(run_dir)]
+        code, _, err = run_cli(args, capsys, monkeypatch)
+        assert code == 2 and re.search(expected, err) and not run_dir.exists()
 
 
 def test_sentencepiece_ids_encoded_a_batch_at_a_time_equal_one_at_a_time(tmp_path):
