@@ -176,3 +176,23 @@ def test_nbest_gives_every_line_k_rows_even_an_empty_one(reverse_run_dir, capsys
         (str(n), str(k)) for n in (1, 2, 3) for k in (1, 2, 3)
     ]
     assert all(r[3] == "" for r in rows if r[0] == "2")
+
+
+def test_a_pair_longer_than_the_models_positions_is_refused_before_training(
+    tmp_path, capsys, monkeypatch
+):
+    """A Transformer with 12 positions and reversed sequences of up to 12 symbols (+ EOS): one line
+    naming the split and model.max_len, before any step (no run folder left half-trained)."""
+    args = [
+        "train", str(REPO / "recipes" / "multi30k-transformer.toml"), "data.corpus='synthetic'",
+        "data.synthetic_size=200", "data.tokenizer='word'", "data.max_len=30", "model.max_len=12",
+        "model.d_model=16",
+        "model.num_heads=2", "model.d_ff=16", "train.max_steps=2", "train.device='cpu'",
+        "--run-dir", str(tmp_path / "run"),
+    ]  # fmt: skip
+    code, _, err = run_cli(args, capsys, monkeypatch)
+    assert code == 2 and "Traceback" not in err, err
+    assert re.search(
+        r"the train split holds a sentence of \d+ tokens, but model\.max_len = 12", err
+    )
+    assert not (tmp_path / "run" / "log.jsonl").exists()

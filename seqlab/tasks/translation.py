@@ -76,9 +76,10 @@ class TranslationTask(TrainingTask):
     def __init__(self, recipe: Recipe, data: PreparedTranslation, *, rank: int = 0, world: int = 1):
         self.recipe, self.data = recipe, data
         self.model: nn.Module = build_model(recipe.model, len(data.src.vocab), len(data.tgt.vocab))
-        self.sampler = training_sampler(
-            pair_lengths(data.splits["train"]), recipe, rank=rank, world=world
-        )
+        lengths = pair_lengths(data.splits["train"])  # (N, 2)
+        self._check_positions(lengths, "train")
+        self._check_positions(pair_lengths(data.splits["valid"]), "valid")
+        self.sampler = training_sampler(lengths, recipe, rank=rank, world=world)
         self.train_rows = PairTable(data.splits["train"])
         self.samples: list[tuple[str, str, str]] = []  # of the last validation
         self.collate = partial(
@@ -87,6 +88,22 @@ class TranslationTask(TrainingTask):
             bos_id=data.tgt.vocab.bos_id,
             eos_id=data.tgt.vocab.eos_id,
         )
+
+    def _check_positions(self, lengths: np.ndarray, split: str) -> None:
+        """Refuse, before any step, a training or validation pair longer than the positions the
+        model has (a Transformer's `model.max_len`), which would otherwise stop the run at its
+        first batch or validation holding that pair. (Translation truncates instead, warning.)"""
+        limit = getattr(self.model, "max_source_len", None)
+        if limit is None or not len(lengths):
+            return
+        longest = int(lengths.max())
+        if longest > limit:
+            hint = "set data.max_len below it" if split == "train" else "drop it from the file"
+            raise ConfigError(
+                f"{self.recipe.path}: the {split} split holds a sentence of {longest - 1} tokens, "
+                f"but model.max_len = {limit} positions hold at most {limit - 1} (with EOS/BOS): "
+                f"raise model.max_len or {hint}"
+            )
 
     def batches(self, epoch: int, skip: int) -> Iterator[Batch]:
         self.sampler.set_epoch(epoch)
