@@ -10,6 +10,7 @@ argmax of the classifier's softmax over the label names the checkpoint keeps.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ from seqlab.data.bert_batch import collate_classification
 from seqlab.data.sentence_pairs import pack_pair
 from seqlab.data.tokenize import encode_text
 from seqlab.data.vocab import Side
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -52,12 +55,18 @@ class Classifier:
             labels = [str(i) for i in range(num_classes)]
         return cls(loaded.model, loaded.sides["src"], labels, loaded.recipe.data.max_len)
 
-    def encode_line(self, line: str) -> list[int]:
-        """`<cls> sentence <sep>` ids of one line, truncated to `max_len`; [] for a blank line."""
+    def encode_line(self, line: str, number: int | None = None) -> list[int]:
+        """`<cls> sentence <sep>` ids of one line, truncated to `max_len` (with a warning naming
+        line `number`, as `seqlab translate` does); [] for a blank line."""
         if not line.strip():
             return []
         vocab = self.side.vocab
         ids = encode_text(self.side.tokenizer, vocab, line.strip())
+        if len(ids) > self.max_len - 2:
+            logger.warning(
+                "input line %s has %d tokens; truncated to %d",
+                "?" if number is None else number, len(ids), self.max_len - 2,
+            )  # fmt: skip
         return pack_pair(ids[: self.max_len - 2], None, cls_id=vocab.cls_id, sep_id=vocab.sep_id)[0]
 
     @staticmethod
@@ -70,7 +79,7 @@ class Classifier:
     def classify(self, lines: Sequence[str], batch_size: int = 64) -> list[Prediction | None]:
         """One `Prediction` per line, in order; None for an empty line. The model's train/eval
         mode is left as it was found."""
-        ids = [self.encode_line(line) for line in lines]
+        ids = [self.encode_line(line, n) for n, line in enumerate(lines, 1)]
         results: list[Prediction | None] = [None] * len(lines)
         device = next(self.model.parameters()).device
         was_training = self.model.training

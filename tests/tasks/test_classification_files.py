@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import logging
 import random
 import sys
 
@@ -81,7 +82,7 @@ def files_data(train, valid=None, test=None, extra="") -> str:
 
 
 @pytest.mark.parametrize("suffix", [".tsv", ".csv", ".jsonl"])
-def test_trains_on_labelled_files_and_classify_labels_each_line(tmp_path, suffix, capsys):
+def test_trains_on_labelled_files_and_classify_labels_each_line(tmp_path, suffix, capsys, caplog):
     train = write_rows(tmp_path / f"train{suffix}", toy_rows(300, 0), crlf=True, bom=True)
     test = write_rows(tmp_path / f"test{suffix}", toy_rows(60, 1))
     summary = train_recipe(cls_recipe(tmp_path, files_data(train, test=test)), tmp_path / "run")
@@ -89,6 +90,12 @@ def test_trains_on_labelled_files_and_classify_labels_each_line(tmp_path, suffix
     assert json.loads((tmp_path / "run" / "test_scores.json").read_text())["sentences"] == 60
     loaded = load_model(tmp_path / "run" / "best.pt", task="classification")
     assert loaded.extras["labels"] == ["negative", "neutral", "positive"]  # sorted, from train
+    classifier = Classifier.from_checkpoint(tmp_path / "run" / "best.pt")
+    long_line = " ".join([toy_rows(1, 4)[0][0]] * 40)  # beyond the recipe's max_len tokens
+    with caplog.at_level(logging.WARNING, logger="seqlab"):
+        short, truncated = classifier.classify([toy_rows(1, 4)[0][0], long_line])
+    assert short is not None and truncated is not None
+    assert "input line 2 has" in caplog.text and "input line 1" not in caplog.text
 
     rows = toy_rows(30, 2)
     lines = [text for text, _ in rows]
