@@ -46,22 +46,23 @@ def _sorted_order(sizes: np.ndarray, width: int, rng: np.random.Generator | None
 
 
 def _cut(
-    order: list[int], cost: list[int], max_tokens: int | None, batch_size: int | None
-) -> list[list[int]]:
-    """Greedy batches of consecutive `order` entries; see `BucketBatchSampler` for the budget."""
+    order: np.ndarray, cost: np.ndarray, max_tokens: int | None, batch_size: int | None
+) -> list[np.ndarray]:
+    """Greedy batches of consecutive `order` entries (views of it, 8 bytes an example); see
+    `BucketBatchSampler` for the budget."""
     if max_tokens is None:
         return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    batches, start, longest = [], 0, 0
-    for pos, index in enumerate(order):
-        grown = max(longest, cost[index])
+    bounds, start, longest = [], 0, 0
+    for pos, size in enumerate(cost[order].tolist()):  # a transient list: fast to walk
+        grown = max(longest, size)
         full = batch_size is not None and pos - start >= batch_size
         if pos > start and (full or grown * (pos - start + 1) > max_tokens):
-            batches.append(order[start:pos])
-            start, grown = pos, cost[index]
+            bounds.append((start, pos))
+            start, grown = pos, size
         longest = grown
     if start < len(order):
-        batches.append(order[start:])
-    return batches
+        bounds.append((start, len(order)))
+    return [order[a:b] for a, b in bounds]
 
 
 def _check_options(
@@ -138,26 +139,27 @@ class BucketBatchSampler(Sampler[list[int]]):
         super().__init__()
         _check_options(max_tokens, batch_size, num_replicas, rank, seed, bucket_width)
         self.sizes = _as_sizes(lengths)  # (N, K)
-        self.cost = self.sizes.max(axis=1).tolist() if len(self.sizes) else []
+        self.cost = self.sizes.max(axis=1) if len(self.sizes) else np.zeros(0, np.int64)  # (N,)
         self.max_tokens, self.batch_size = max_tokens, batch_size
         self.shuffle, self.seed, self.bucket_width = shuffle, seed, bucket_width
         self.num_replicas, self.rank = num_replicas, rank
         self.epoch = 0
         self._start = 0  # batches of this epoch to skip at the next iteration
         self._consumed = 0  # batches of this epoch handed out (or skipped) so far
-        self._cache: tuple[int, list[list[int]]] | None = None
+        self._cache: tuple[int, list[np.ndarray]] | None = None
 
-    def epoch_batches(self, epoch: int | None = None) -> list[list[int]]:
-        """All batches of `epoch` (default: the current one) in order, before sharding."""
+    def epoch_batches(self, epoch: int | None = None) -> list[np.ndarray]:
+        """All batches of `epoch` (default: the current one) in order, before sharding: index
+        arrays, views of one (N,) order, so an epoch's batches cost 8 bytes an example."""
         epoch = self.epoch if epoch is None else epoch
         rng = np.random.default_rng([self.seed, epoch]) if self.shuffle else None
-        order = _sorted_order(self.sizes, self.bucket_width, rng).tolist()
+        order = _sorted_order(self.sizes, self.bucket_width, rng)  # (N,)
         batches = _cut(order, self.cost, self.max_tokens, self.batch_size)
         if rng is not None:
             batches = [batches[i] for i in rng.permutation(len(batches))]
         return batches
 
-    def _rank_batches(self) -> list[list[int]]:
+    def _rank_batches(self) -> list[np.ndarray]:
         """This rank's batches of the current epoch (cached per epoch)."""
         if self._cache is None or self._cache[0] != self.epoch:
             batches = self.epoch_batches()
@@ -196,10 +198,16 @@ class BucketBatchSampler(Sampler[list[int]]):
         self._consumed = start
         return self._iterate(batches, start)
 
-    def _iterate(self, batches: list[list[int]], start: int) -> Iterator[list[int]]:
+    def batches_from(self, start: int) -> Iterator[list[int]]:
+        """This rank's batches of the current epoch from batch `start` on, made one at a time
+        (what a training loop resuming mid-epoch hands a `DataLoader` as its batch sampler)."""
+        self.skip(start)
+        return iter(self)
+
+    def _iterate(self, batches: list[np.ndarray], start: int) -> Iterator[list[int]]:
         for i in range(start, len(batches)):
             self._consumed = i + 1
-            yield list(batches[i])
+            yield batches[i].tolist()
 
     def state_dict(self) -> dict[str, Any]:
         """Epoch, batches consumed in it, and what must match on resume."""

@@ -206,7 +206,7 @@ class ClassificationTask(TrainingTask):
 
     def batches(self, epoch: int, skip: int) -> Iterator[ClassificationBatch]:
         self.sampler.set_epoch(epoch)
-        order = list(self.sampler)[skip:]
+        order = self.sampler.batches_from(skip)  # lazily: no list of every index
         yield from self._loader(self.rows["train"], order, self.recipe.seed * 100003 + epoch)
 
     def loss(self, model: nn.Module, batch: ClassificationBatch) -> tuple[Tensor, int]:

@@ -110,7 +110,7 @@ class MaskedLMTask(TrainingTask):
 
     def batches(self, epoch: int, skip: int) -> Iterator[MLMBatch]:
         self.sampler.set_epoch(epoch)
-        order = list(self.sampler)[skip:]
+        order = self.sampler.batches_from(skip)  # lazily: no list of every index
         yield from self._loader(self.train_rows, order, TRAIN_STREAM, epoch)
 
     def loss(self, model: nn.Module, batch: MLMBatch) -> tuple[Tensor, int]:

@@ -107,7 +107,7 @@ class TranslationTask(TrainingTask):
 
     def batches(self, epoch: int, skip: int) -> Iterator[Batch]:
         self.sampler.set_epoch(epoch)
-        order = list(self.sampler)[skip:]
+        order = self.sampler.batches_from(skip)  # lazily: no list of every index
         # A DataLoader draws its base seed from the global generator unless given one; its own
         # generator keeps the global stream (dropout) identical across a resume.
         generator = torch.Generator().manual_seed(self.recipe.seed * 100003 + epoch)
