@@ -39,7 +39,7 @@ from seqlab.inference.folder import (
     write_meta,
     write_sides,
 )
-from seqlab.inference.results import Translation
+from seqlab.inference.results import Translation, length_batches, source_ids
 
 logger = logging.getLogger(__name__)
 
@@ -265,32 +265,12 @@ class CTranslate2Translator:
 
     def encode_line(self, line: str, number: int) -> list[int]:
         """Source ids of `line` (without `<eos>`), truncated as `Translator.encode_line` does."""
-        ids = self.src.vocab.encode(self.src.tokenizer.tokenize(line))
-        limit = self.max_source_len
-        if limit is not None and len(ids) + 1 > limit:
-            logger.warning(
-                "input line %d has %d tokens; truncated to %d", number, len(ids), limit - 1
-            )
-            ids = ids[: limit - 1]
-        return ids
+        return source_ids(self.src, line, number, self.max_source_len)
 
     def batches(self, ids: list[list[int]], batch_size: int, max_tokens: int | None):
         """Indices of non-empty inputs sorted by length, cut into batches of one output cap each
         (CTranslate2 takes one `max_decoding_length` per call)."""
-        order = sorted((i for i, x in enumerate(ids) if x), key=lambda i: len(ids[i]))
-        batch: list[int] = []
-        for i in order:
-            longest = len(ids[i]) + 1
-            if batch and (
-                len(batch) >= batch_size
-                or (max_tokens is not None and longest * (len(batch) + 1) > max_tokens)
-                or self.cap(len(ids[i])) != self.cap(len(ids[batch[0]]))
-            ):
-                yield batch
-                batch = []
-            batch.append(i)
-        if batch:
-            yield batch
+        return length_batches(ids, batch_size, max_tokens, group=self.cap)
 
     def cap(self, length: int) -> int:
         return output_cap(length, self.decode, self.max_target_len)

@@ -20,7 +20,7 @@ from seqlab.data.batch import collate
 from seqlab.data.vocab import Side
 from seqlab.decoding.search import beam_search, greedy_search
 from seqlab.inference.optimize import optimize_for_inference
-from seqlab.inference.results import Translation
+from seqlab.inference.results import Translation, length_batches, source_ids
 
 logger = logging.getLogger(__name__)
 
@@ -62,30 +62,11 @@ class Translator:
         return self._optimized
 
     def encode_line(self, line: str, number: int) -> list[int]:
-        ids = self.src.vocab.encode(self.src.tokenizer.tokenize(line))
-        limit = self.max_source_len
-        if limit is not None and len(ids) + 1 > limit:
-            logger.warning(
-                "input line %d has %d tokens; truncated to %d", number, len(ids), limit - 1
-            )
-            ids = ids[: limit - 1]
-        return ids
+        return source_ids(self.src, line, number, self.max_source_len)
 
     def batches(self, ids: list[list[int]], batch_size: int, max_tokens: int | None):
         """Indices of non-empty inputs, sorted by length, cut into batches."""
-        order = sorted((i for i, x in enumerate(ids) if x), key=lambda i: len(ids[i]))
-        batch: list[int] = []
-        for i in order:
-            longest = len(ids[i]) + 1
-            if batch and (
-                len(batch) >= batch_size
-                or (max_tokens is not None and longest * (len(batch) + 1) > max_tokens)
-            ):
-                yield batch
-                batch = []
-            batch.append(i)
-        if batch:
-            yield batch
+        return length_batches(ids, batch_size, max_tokens)
 
     @torch.no_grad()
     def translate(
