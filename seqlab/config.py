@@ -33,23 +33,28 @@ def _check_at_least(config: Any, section: str, low: float, *keys: str) -> None:
             raise ValueError(f"{section}.{key} = {value} must be at least {low}")
 
 
-def _check_own_files(config: Any, paths: tuple[str, ...]) -> None:
-    """`corpus = "files"` needs `train_path`; with a named corpus the path keys, and `valid_size`
-    (where the config has it), are ignored, so setting one is an error naming it."""
+def _check_own_files(
+    config: Any, paths: tuple[str, ...], files_only: tuple[str, ...] = ("valid_size",)
+) -> None:
+    """`corpus = "files"` needs `train_path`, and takes a held-out size or a file for each split,
+    not both; with another corpus the `paths` (and `files_only` keys) are ignored, so setting one
+    is an error naming it."""
     if config.corpus == "files":
         if config.train_path is None:
             raise ValueError("data.corpus = 'files' needs data.train_path")
-        if getattr(config, "valid_path", None) is not None and config.valid_size is not None:
-            raise ValueError(
-                "data.valid_size holds rows out of train_path; with data.valid_path "
-                "set it is not used: remove one of them"
-            )
+        for split in ("valid", "test"):
+            path, size = f"{split}_path", f"{split}_size"
+            if getattr(config, path, None) is not None and getattr(config, size, None) is not None:
+                raise ValueError(
+                    f"data.{size} holds rows out of train_path; with data.{path} set it is not "
+                    "used: remove one of them"
+                )
         return
-    for key in (*paths, "valid_size"):
+    for key in (*paths, *files_only):
         if getattr(config, key, None) is not None:
             raise ValueError(
-                f"data.{key} is read only with data.corpus = 'files' "
-                f"(corpus is {config.corpus!r}); remove it or set corpus = 'files'"
+                f"data.{key} is read only with data.corpus = 'files' (corpus is "
+                f"{config.corpus!r}); remove it (data.{key}=none on the command line)"
             )
 
 
@@ -112,22 +117,9 @@ class TranslationData:
         _check_at_least(self, "data", 1, "synthetic_size", "synthetic_symbols", "min_freq")
         _check_at_least(self, "data", 1, "num_proc", "sp_vocab_size")
         _check_at_least(self, "data", 1, "valid_size", "test_size", "sp_input_sentence_size")
-        if self.corpus == "files" and self.train_path is None:
-            raise ValueError('corpus = "files" needs data.train_path')
-        if self.corpus == "files" and self.valid_path and self.valid_size:
-            raise ValueError("set data.valid_path or data.valid_size, not both")
-        if self.corpus == "files" and self.test_path and self.test_size:
-            raise ValueError("set data.test_path or data.test_size, not both")
+        _check_own_files(self, ("train_path", "valid_path", "test_path"), files_only=())
         if self.corpus == "hf" and self.hf_path is None:
             raise ValueError('corpus = "hf" needs data.hf_path')
-        if self.corpus != "files":
-            for key in ("train_path", "valid_path", "test_path"):
-                if getattr(self, key) is not None:
-                    raise ValueError(
-                        f"data.{key} is read only with data.corpus = 'files' "
-                        f"(corpus is {self.corpus!r}); remove it "
-                        f"(data.{key}=none on the command line)"
-                    )
         if self.corpus != "hf" and self.hf_path is not None:
             raise ValueError(
                 f"data.hf_path is read only with data.corpus = 'hf' (corpus is {self.corpus!r})"
@@ -263,12 +255,7 @@ class LanguageModelData:
         if self.cache_window < 0:
             raise ValueError(f"data.cache_window = {self.cache_window} must not be negative")
         if self.corpus != "files":
-            for key in ("train_path", "valid_path", "test_path"):
-                if getattr(self, key) is not None:
-                    raise ValueError(
-                        f"data.{key} is read only with data.corpus = 'files' "
-                        f"(corpus is {self.corpus!r}); remove it or set corpus = 'files'"
-                    )
+            _check_own_files(self, ("train_path", "valid_path", "test_path"), files_only=())
         for key in ("valid_fraction", "test_fraction"):
             if not 0.0 <= getattr(self, key) < 1.0:
                 raise ValueError(f"data.{key} = {getattr(self, key)} must be in [0, 1)")
