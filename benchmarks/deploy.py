@@ -193,6 +193,7 @@ def run(
         "sentences": len(sources),
         "beam_size": BEAM,
         "repeats": REPEATS[name],
+        "clock": "wall",
         "cases": rows,
     }
 
