@@ -196,6 +196,38 @@ class Side:
     tokenizer: Any  # a seqlab.data.tokenize.Tokenizer
     vocab: Vocab
 
+    def save(self, folder: str | os.PathLike, name: str) -> dict:
+        """Write the side as files other tools read: `{name}_vocab.json` (`Vocab.save`),
+        `{name}.tokenizer.json` (the tokenizer's settings) and, for SentencePiece, its model
+        `{name}.spm.model`. Returns those settings and file names."""
+        folder = Path(folder)
+        config = self.tokenizer.config()
+        self.vocab.save(folder / f"{name}_vocab.json")
+        (folder / f"{name}.tokenizer.json").write_text(json.dumps(config), encoding="utf-8")
+        model_bytes = getattr(self.tokenizer, "model_bytes", None)
+        model = None if model_bytes is None else f"{name}.spm.model"
+        if model is not None:
+            (folder / model).write_bytes(model_bytes)
+        return {"tokenizer": config, "vocab": f"{name}_vocab.json", "model": model}
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike, name: str) -> Side:
+        """The side `save(folder, name)` wrote.
+
+        Raises:
+            DataError: a file is missing or unreadable (naming it).
+        """
+        from seqlab.data.tokenize import tokenizer_from_config
+
+        folder = Path(folder)
+        config_path, model_path = folder / f"{name}.tokenizer.json", folder / f"{name}.spm.model"
+        try:
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise DataError(f"{config_path}: unreadable tokenizer settings ({error})") from error
+        model = model_path.read_bytes() if model_path.is_file() else None
+        return cls(tokenizer_from_config(config, model), Vocab.load(folder / f"{name}_vocab.json"))
+
     def to_payload(self) -> dict:
         """The side as checkpoint-safe values: the tokenizer's settings (JSON), its model bytes
         (a SentencePiece model, as a uint8 tensor) and the vocabulary's tokens."""

@@ -1,9 +1,10 @@
 """Exported model folders: the portable seqlab folder, and what every export folder shares.
 
 An export folder holds `seqlab.json` (what the folder is, the resolved recipe, the decoding
-defaults, the special tokens and each side's tokenizer settings), one vocabulary file per side
-(`src_vocab.json`, `tgt_vocab.json`: the `Vocab.save` format, ids in order) and, for a
-SentencePiece side, its model (`src.spm.model`), readable by any SentencePiece tool. Beside them:
+defaults, the special tokens and each side's tokenizer settings) and each side's files as
+`Side.save` writes them: the vocabulary (`src_vocab.json`: the `Vocab.save` format, ids in order),
+the tokenizer settings (`src.tokenizer.json`) and, for a SentencePiece side, its model
+(`src.spm.model`), readable by any SentencePiece tool. Beside them:
 
 - `--format seqlab`: `model.safetensors`, the weights. Loading it unpickles nothing: safetensors is
   a JSON header plus raw tensor bytes, and `seqlab.json` is plain JSON (`read_folder`,
@@ -17,16 +18,14 @@ defaults needs no torch (the CTranslate2 engine runs without it).
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import secrets
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from seqlab.data.atomic import atomic_folder
 from seqlab.errors import CheckpointError
+
+__all__ = ["atomic_folder", "export_seqlab", "load_weights", "read_folder", "read_meta"]
 
 META = "seqlab.json"
 FORMAT = "seqlab-export"
@@ -40,82 +39,20 @@ def is_export_folder(path: str | Path) -> bool:
     return (Path(path) / META).is_file()
 
 
-@contextlib.contextmanager
-def atomic_folder(outdir: str | Path, force: bool = False) -> Iterator[Path]:
-    """Yield a fresh temporary folder beside `outdir`; on success it becomes `outdir`.
-
-    On an error the temporary folder is removed and `outdir` is left as it was. An existing
-    non-empty `outdir` is refused unless `force`, in which case it is replaced only once the new
-    folder is complete (moved aside, the new one renamed in, the old one deleted).
-
-    Raises:
-        CheckpointError: `outdir` is a file, or a non-empty folder and not `force`.
-    """
-    outdir = Path(outdir)
-    if outdir.is_file() or (outdir.is_dir() and any(outdir.iterdir()) and not force):
-        what = "a file" if outdir.is_file() else "a folder that is not empty"
-        raise CheckpointError(f"{outdir}: exists and is {what}; remove it or pass --force")
-    outdir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _fresh_folder(outdir, "tmp")
-    try:
-        yield tmp
-        old = None
-        if outdir.is_dir() and any(outdir.iterdir()):
-            old = _fresh_folder(outdir, "old")
-            os.replace(outdir, old)  # onto the empty folder just made
-        os.replace(tmp, outdir)  # onto a missing or empty `outdir`
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _fresh_folder(beside: Path, suffix: str) -> Path:
-    """A new empty folder `.NAME.<random>.SUFFIX` beside `beside`, with the umask's permissions
-    (`tempfile.mkdtemp` would make it private, and so the exported folder)."""
-    while True:
-        folder = beside.parent / f".{beside.name}.{secrets.token_hex(4)}.{suffix}"
-        try:
-            folder.mkdir()
-            return folder
-        except FileExistsError:  # pragma: no cover - 1 in 4 billion
-            continue
-
-
 # -- sides and metadata ---------------------------------------------------------------------------
 
 
 def write_sides(sides: dict[str, Any], folder: Path) -> dict[str, dict]:
-    """Write each side's vocabulary (and SentencePiece model) into `folder`; return what
-    `seqlab.json` records of them: key -> {"tokenizer": config, "vocab": file, "model": file}."""
-    described = {}
-    for key, side in sides.items():
-        side.vocab.save(folder / f"{key}_vocab.json")
-        model_file = None
-        model_bytes = getattr(side.tokenizer, "model_bytes", None)
-        if model_bytes is not None:
-            model_file = f"{key}.spm.model"
-            (folder / model_file).write_bytes(model_bytes)
-        described[key] = {
-            "tokenizer": side.tokenizer.config(),
-            "vocab": f"{key}_vocab.json",
-            "model": model_file,
-        }
-    return described
+    """Write each side into `folder` (`Side.save`); return what `seqlab.json` records of them:
+    key -> {"tokenizer": settings, "vocab": file, "model": SentencePiece file or None}."""
+    return {key: side.save(folder, key) for key, side in sides.items()}
 
 
 def read_sides(folder: Path, meta: dict) -> dict[str, Any]:
     """The sides (`seqlab.data.vocab.Side`) that `write_sides` wrote, by key, in order."""
-    from seqlab.data.tokenize import tokenizer_from_config
-    from seqlab.data.vocab import Side, Vocab
+    from seqlab.data.vocab import Side
 
-    sides = {}
-    for key, entry in meta["sides"].items():
-        model_bytes = (folder / entry["model"]).read_bytes() if entry.get("model") else None
-        tokenizer = tokenizer_from_config(entry["tokenizer"], model_bytes)
-        sides[key] = Side(tokenizer, Vocab.load(folder / entry["vocab"]))
-    return sides
+    return {key: Side.load(folder, key) for key in meta["sides"]}
 
 
 def write_meta(folder: Path, meta: dict) -> None:

@@ -13,10 +13,6 @@ from every split and, in training, those over the length limits; the summary cou
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,6 +22,7 @@ import datasets
 import numpy as np
 
 from seqlab.config import Recipe, TranslationData
+from seqlab.data.atomic import atomic_folder
 from seqlab.data.corpus import cache_dir, fetch_corpus, load_manifest
 from seqlab.data.dataset import (
     FilterReport,
@@ -41,7 +38,6 @@ from seqlab.data.tokenize import (
     CharTokenizer,
     SentencePieceTokenizer,
     WordTokenizer,
-    tokenizer_from_config,
 )
 from seqlab.data.user_files import READER_VERSION as USER_READER_VERSION
 from seqlab.data.user_files import (
@@ -55,6 +51,7 @@ from seqlab.data.vocab import Side, Vocab
 from seqlab.errors import ConfigError, DataError
 
 READER_VERSION = 1  # bump when readers change what rows they yield
+SIDES_VERSION = 2  # the cached sides' file layout (`Side.save`)
 DEFAULT_VALID_SIZE = 1000  # pairs held out when the source has no validation set
 
 
@@ -285,39 +282,19 @@ def _build_side(
     return Side(tokenizer, Vocab.build(counts, min_freq=data.min_freq, max_size=data.max_vocab))
 
 
-def _save_side(folder: Path, name: str, side: Side) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    model = getattr(side.tokenizer, "model_bytes", None)
-    if model is not None:
-        (folder / f"{name}.model").write_bytes(model)
-    side.vocab.save(folder / f"{name}.vocab.json")
-    (folder / f"{name}.tokenizer.json").write_text(json.dumps(side.tokenizer.config()))
-
-
 def _save_sides(folder: Path, sides: dict[str, Side]) -> None:
-    """Write `sides` into `folder` atomically: into a temporary sibling renamed into place, so an
-    interrupted prepare leaves no half-written folder that a rerun would load."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    try:
+    """Write `sides` into `folder` whole (`atomic_folder`), so an interrupted prepare leaves no
+    half-written folder that a rerun would load."""
+    with atomic_folder(folder, force=True) as partial:
         for name, side in sides.items():
-            _save_side(partial, name, side)
-        os.replace(partial, folder)
-    except OSError:
-        if not folder.is_dir():  # not another process having written the same folder first
-            raise
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
+            side.save(partial, name)
 
 
 def _load_side(folder: Path, name: str) -> Side | None:
-    config_path = folder / f"{name}.tokenizer.json"
-    if not config_path.is_file():
+    """The cached side `name`, or None when this folder holds none yet."""
+    if not (folder / f"{name}.tokenizer.json").is_file():
         return None
-    model_path = folder / f"{name}.model"
-    model = model_path.read_bytes() if model_path.is_file() else None
-    tokenizer = tokenizer_from_config(json.loads(config_path.read_text()), model)
-    return Side(tokenizer, Vocab.load(folder / f"{name}.vocab.json"))
+    return Side.load(folder, name)
 
 
 def build_sides(
@@ -331,7 +308,7 @@ def build_sides(
     settings = {k: getattr(data, k) for k in keys}
     if data.tokenizer == "sentencepiece":
         settings["seed"] = seed
-    folder = cache / "prepared" / fingerprint(train._fingerprint, settings)
+    folder = cache / "prepared" / fingerprint(SIDES_VERSION, train._fingerprint, settings)
     if data.joint_vocab:
         side = _load_side(folder, "joint")
         if side is None:

@@ -159,7 +159,10 @@ def test_a_missing_ctranslate2_says_how_to_install_it(monkeypatch):
 
 def test_seqlab_folder_round_trips_without_pickle(reference, seqlab_folder, monkeypatch):
     names = sorted(p.name for p in seqlab_folder.iterdir())
-    assert names == ["model.safetensors", "seqlab.json", "src_vocab.json", "tgt_vocab.json"]
+    assert names == [
+        "model.safetensors", "seqlab.json", "src.tokenizer.json", "src_vocab.json",
+        "tgt.tokenizer.json", "tgt_vocab.json",
+    ]  # fmt: skip
 
     def refuse(*args, **kwargs):
         raise AssertionError("torch.load called: the folder must load without unpickling")

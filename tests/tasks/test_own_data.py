@@ -8,10 +8,12 @@ import gzip
 import json
 import random
 import re
+from pathlib import Path
 
 import pytest
 
 from seqlab.config import load_recipe
+from seqlab.data.vocab import Side
 from seqlab.errors import ConfigError, DataError
 from seqlab.tasks.translation_data import prepare
 from tests.conftest import REPO, run_cli
@@ -261,14 +263,14 @@ def test_an_interrupted_prepare_leaves_nothing_a_rerun_trusts(tmp_path, monkeypa
         prepare(recipe, cache=tmp_path / "cache")
     monkeypatch.setattr(stage, "read_pairs", read_pairs)
 
-    def interrupted_save(folder, name, side):
-        (folder / f"{name}.vocab.json").write_text("{")
+    def interrupted_save(self, folder, name):
+        (Path(folder) / f"{name}.tokenizer.json").write_text("{")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(stage, "_save_side", interrupted_save)
+    monkeypatch.setattr(Side, "save", interrupted_save)
     with pytest.raises(KeyboardInterrupt):
         prepare(recipe, cache=tmp_path / "cache")
-    assert not any(p.name.endswith(".vocab.json") for p in (tmp_path / "cache").rglob("*"))
+    assert not any(p.name.endswith(".tokenizer.json") for p in (tmp_path / "cache").rglob("*"))
     monkeypatch.undo()
     data = prepare(recipe, cache=tmp_path / "cache")
     assert len(data.splits["train"]) + len(data.splits["valid"]) == 40
