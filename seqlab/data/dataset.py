@@ -153,14 +153,13 @@ class FilterReport:
 
 
 def filter_pairs(
-    ds: datasets.Dataset, *, max_len: int | None, max_ratio: float | None, num_proc: int = 1
+    ds: datasets.Dataset, *, max_len: int | None, max_ratio: float | None
 ) -> tuple[datasets.Dataset, FilterReport]:
     """Drop pairs with an empty side, a side over `max_len` tokens or a ratio over `max_ratio`.
 
     Returns the kept rows and a report counting each reason (the first that applies, in that
     order), so nothing disappears unexplained. The lengths are read from the memory-mapped id
     columns and compared as arrays; the kept rows become an index mapping, not a copy.
-    `num_proc` is accepted for symmetry with `encode_dataset` (nothing here is per row).
     """
     src = list_lengths(ds, "src_ids")  # (N,)
     tgt = list_lengths(ds, "tgt_ids")  # (N,)

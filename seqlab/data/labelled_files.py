@@ -17,7 +17,6 @@ so "2" comes before "10"); a validation or test label outside them is an error n
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -41,21 +40,6 @@ def file_format(path: str | os.PathLike) -> str:
             f"{', '.join(FORMATS)} (optionally .gz)"
         )
     return kind
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 of the file's bytes (as stored, gzip included): the cache key of its contents."""
-    digest = hashlib.sha256()
-    path = Path(path)
-    try:
-        with path.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-    except FileNotFoundError as e:
-        raise DataError(f"{path}: no such file") from e
-    except IsADirectoryError as e:
-        raise DataError(f"{path}: is a folder, not a file") from e
-    return digest.hexdigest()
 
 
 def _numbered_lines(path: Path) -> Iterator[tuple[int, str]]:

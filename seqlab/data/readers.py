@@ -242,3 +242,20 @@ def read_split(
             yield {"text": text, "label": label}
     else:
         raise DataError(f"corpus '{manifest.name}': unknown format '{kind}'")
+
+
+def file_identity(paths: list[Path]) -> list[tuple[str, int, int]]:
+    """(absolute path, size, mtime in ns) of each file: what the cache key of a table read from
+    the user's files includes (as Hugging Face `datasets` keys local files), so an edited or
+    replaced file is read again while an unchanged one is never read just to be hashed.
+
+    Raises:
+        DataError: a path is missing or is a folder.
+    """
+    out = []
+    for path in map(Path, paths):
+        if not path.is_file():
+            raise DataError(f"{path}: {'is a folder' if path.is_dir() else 'no such file'}")
+        stat = path.stat()
+        out.append((str(path.resolve()), stat.st_size, stat.st_mtime_ns))
+    return out

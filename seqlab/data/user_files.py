@@ -24,8 +24,10 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from seqlab.data.readers import read_lines, read_parallel
+from seqlab.data.readers import file_identity, read_lines, read_parallel
 from seqlab.errors import DataError
+
+__all__ = ["file_identity", "input_files", "layout", "read_hf_pairs", "read_pairs"]
 
 READER_VERSION = 1  # bump when what these readers yield changes (it is part of the cache key)
 TRANSLATION_FIELD = "translation"  # HF's {lang: text} record of WMT, OPUS, IWSLT datasets
@@ -68,16 +70,6 @@ def input_files(path: str | os.PathLike, src_lang: str, tgt_lang: str) -> list[P
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     return [path]
-
-
-def file_identity(paths: list[Path]) -> list[tuple[str, int, int]]:
-    """(absolute path, size, mtime in ns) of each file: what the cache key of a table read from
-    them includes, so an edited or replaced file is read again."""
-    out = []
-    for path in paths:
-        stat = path.stat()
-        out.append((str(path.resolve()), stat.st_size, stat.st_mtime_ns))
-    return out
 
 
 def read_pairs(

@@ -1,11 +1,11 @@
 """Classification data from the user's labelled files (`data.corpus = "files"`).
 
 `file_tables(data, cache, seed)` reads `train_path`, `valid_path` and `test_path` (TSV, CSV or
-JSONL: `seqlab.data.labelled_files`) into Arrow tables cached by the files' sha256, collects the
-label names from the training file (sorted: `sorted_labels`), checks `num_classes` against them,
-maps every label to its index and, without `valid_path`, holds `valid_size` training rows out for
-validation, drawn with the recipe's seed. A validation or test label the training file lacks is an
-error naming it, its file and line.
+JSONL: `seqlab.data.labelled_files`) into Arrow tables cached by each file's path, size and
+modification time, collects the label names from the training file (sorted: `sorted_labels`),
+checks `num_classes` against them, maps every label to its index and, without `valid_path`, holds
+`valid_size` training rows out for validation, drawn with the recipe's seed. A validation or test
+label the training file lacks is an error naming it, its file and line.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import numpy as np
 
 from seqlab.config import ClassificationData
 from seqlab.data.dataset import fingerprint, text_dataset
-from seqlab.data.labelled_files import file_sha256, read_labelled, sorted_labels
+from seqlab.data.labelled_files import read_labelled, sorted_labels
+from seqlab.data.readers import file_identity
 from seqlab.errors import ConfigError, DataError
 
 READER_VERSION = 1  # bump when the rows change
@@ -30,7 +31,7 @@ def _rows(path: str, text_column: str, label_column: str):
 
 def _file_table(path: str, data: ClassificationData, cache: Path) -> datasets.Dataset:
     columns = (data.text_column, data.label_column)
-    fp = fingerprint("labelled-file", READER_VERSION, file_sha256(path), columns)
+    fp = fingerprint("labelled-file", READER_VERSION, file_identity([path]), columns)
     kwargs = {"path": path, "text_column": columns[0], "label_column": columns[1]}
     return text_dataset(_rows, kwargs, fp, cache / "datasets")
 

@@ -31,8 +31,7 @@ import numpy as np
 from seqlab.config import MaskedLMData, Recipe
 from seqlab.data.corpus import cache_dir, fetch_corpus, load_manifest
 from seqlab.data.dataset import fingerprint, list_lengths, text_dataset
-from seqlab.data.labelled_files import file_sha256
-from seqlab.data.readers import read_lines, read_split
+from seqlab.data.readers import file_identity, read_lines, read_split
 from seqlab.data.sentence_pairs import nsp_pairs, packed_pairs, split_paragraph, split_sentences
 from seqlab.data.tokenize import (
     SentencePieceTokenizer,
@@ -90,7 +89,7 @@ def _file_sentence_rows(path: str, lowercase: bool):
 
 
 def _file_table(path: str, data: MaskedLMData, cache: Path) -> datasets.Dataset:
-    fp = fingerprint("mlm-file-sentences", READER_VERSION, file_sha256(path), data.lowercase)
+    fp = fingerprint("mlm-file-sentences", READER_VERSION, file_identity([path]), data.lowercase)
     kwargs = {"path": path, "lowercase": data.lowercase}
     return text_dataset(_file_sentence_rows, kwargs, fp, cache / "datasets")
 

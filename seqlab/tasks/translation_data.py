@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
@@ -62,8 +62,12 @@ class PreparedTranslation:
     src: Side
     tgt: Side
     splits: dict[str, datasets.Dataset]  # "train", "valid", optionally "test"
-    report: FilterReport  # of the training pairs
-    reports: dict[str, FilterReport] = field(default_factory=dict)  # of every split
+    reports: dict[str, FilterReport]  # what filtering kept and dropped, per split
+
+    @property
+    def report(self) -> FilterReport:
+        """The training split's filter report."""
+        return self.reports["train"]
 
     def summary(self) -> str:
         lines = [f"train pairs: {self.report}"]
@@ -342,7 +346,6 @@ def encode_splits(
             ids,
             max_len=data.max_len if training else None,
             max_ratio=data.max_len_ratio if training else None,
-            num_proc=data.num_proc,
         )
         if reports[name].kept == 0:
             raise DataError(
@@ -359,4 +362,4 @@ def prepare(recipe: Recipe, *, cache: Path | None = None) -> PreparedTranslation
         raise DataError(f"corpus '{recipe.data.corpus}': the training split is empty")
     src, tgt = build_sides(recipe.data, tables["train"], cache, recipe.seed)
     splits, reports = encode_splits(tables, src, tgt, recipe.data)
-    return PreparedTranslation(src, tgt, splits, reports["train"], reports)
+    return PreparedTranslation(src, tgt, splits, reports)
