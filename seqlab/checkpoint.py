@@ -191,33 +191,30 @@ def load_model(path: str | Path, device: Any = "cpu", *, task: str | None = None
         return _load_folder(Path(path), device, task)
     from seqlab.config import recipe_from_dict
     from seqlab.data.vocab import Side
-    from seqlab.tasks import get_task  # the checkpoint's recipe names its task
 
     state = load_checkpoint(path, map_location=device)
     if "recipe" not in state or "model" not in state:
         raise CheckpointError(f"{path}: holds no trained model (no 'recipe' or 'model' entry)")
     recipe = recipe_from_dict(state["recipe"], f"{path} (recipe)")
-    if task is not None and recipe.task != task:
-        raise CheckpointError(f"{path}: a '{recipe.task}' checkpoint, not a '{task}' one")
-    spec = get_task(recipe.task, str(path))
-    missing = [key for key in spec.sides if key not in state]
-    if missing:
-        raise CheckpointError(f"{path}: no '{missing[0]}' entry (its tokenizer and vocabulary)")
-    sides = {key: Side.from_payload(state[key]) for key in spec.sides}
-    extras = {key: state[key] for key in spec.extras if key in state}
-    model = spec.build_model(recipe, list(sides.values()), extras)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as error:
-        raise CheckpointError(f"{path}: weights do not fit the recipe's model: {error}") from error
-    return LoadedModel(model.to(device).eval(), recipe, sides, extras)
+
+    def side(key: str) -> Any:
+        return Side.from_payload(state[key]) if key in state else None
+
+    def load(model: torch.nn.Module) -> None:
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as error:
+            raise CheckpointError(
+                f"{path}: weights do not fit the recipe's model: {error}"
+            ) from error
+
+    return _assemble(path, recipe, side, state, task, load, device)
 
 
 def _load_folder(path: Path, device: Any, task: str | None) -> LoadedModel:
     """`load_model` for a `seqlab export --format seqlab` folder (no pickle anywhere)."""
     from seqlab.config import recipe_from_dict
     from seqlab.inference.folder import META, load_weights, read_folder
-    from seqlab.tasks import get_task
 
     if isinstance(device, str):  # a device the machine lacks is named as such
         from seqlab.distributed import resolve_device
@@ -225,16 +222,35 @@ def _load_folder(path: Path, device: Any, task: str | None) -> LoadedModel:
         device = resolve_device(device, "device")
     meta, sides = read_folder(path)
     recipe = recipe_from_dict(meta["recipe"], f"{path / META} (recipe)")
+    extras = meta.get("extras", {})
+    return _assemble(path, recipe, sides.get, extras, task, lambda m: load_weights(m, path), device)
+
+
+def _assemble(
+    path: Any,
+    recipe: Any,
+    side_of: Callable[[str], Any],
+    extras: dict[str, Any],
+    task: str | None,
+    load: Callable[[torch.nn.Module], None],
+    device: Any,
+) -> LoadedModel:
+    """The `LoadedModel` of a checkpoint or export folder at `path`: `recipe`'s task checked
+    against `task`, its spec's sides read by `side_of(key)` (None: missing) and its extras taken
+    from `extras`, its model built and filled by `load`."""
+    from seqlab.tasks import get_task  # the recipe names its task
+
     if task is not None and recipe.task != task:
-        raise CheckpointError(f"{path}: a '{recipe.task}' model, not a '{task}' one")
+        kind = "model" if Path(path).is_dir() else "checkpoint"
+        raise CheckpointError(f"{path}: a '{recipe.task}' {kind}, not a '{task}' one")
     spec = get_task(recipe.task, str(path))
-    missing = [key for key in spec.sides if key not in sides]
+    sides = {key: side_of(key) for key in spec.sides}
+    missing = [key for key, side in sides.items() if side is None]
     if missing:
-        raise CheckpointError(f"{path}: no '{missing[0]}' side in {META}")
-    extras = {key: value for key, value in meta.get("extras", {}).items() if key in spec.extras}
-    model = spec.build_model(recipe, [sides[key] for key in spec.sides], extras)
-    load_weights(model, path)
-    sides = {key: sides[key] for key in spec.sides}
+        raise CheckpointError(f"{path}: no '{missing[0]}' entry (its tokenizer and vocabulary)")
+    extras = {key: extras[key] for key in spec.extras if key in extras}
+    model = spec.build_model(recipe, list(sides.values()), extras)
+    load(model)
     return LoadedModel(model.to(device).eval(), recipe, sides, extras)
 
 
