@@ -162,7 +162,7 @@ def sentencepiece_limit(prefix: str, cache: Path) -> dict:
     `cache` (the one `prepare` trained), as one list on one thread: CPU seconds."""
     import sentencepiece as spm
 
-    (model,) = cache.rglob("joint.model")
+    (model,) = cache.rglob("joint.spm.model")  # `Side.save`'s file of the joint side
     processor = spm.SentencePieceProcessor(model_file=str(model))
     texts = []
     for side in ("src", "tgt"):
