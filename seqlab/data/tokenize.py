@@ -9,7 +9,6 @@ deterministic and picklable.
 
 from __future__ import annotations
 
-import io
 import itertools
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -17,6 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import sentencepiece as spm
 
+from seqlab.data.sentencepiece_trainer import TrainerError, train_in_child
 from seqlab.data.vocab import BOS, EOS, PAD, SPECIALS, UNK, Vocab
 from seqlab.errors import ConfigError, DataError
 
@@ -258,7 +258,12 @@ class SentencePieceTokenizer:
         lowercase: bool = False,
         max_sentences: int | None = None,
     ) -> SentencePieceTokenizer:
-        """Train a model in memory on `texts` (one sentence each).
+        """Train a model on `texts` (one sentence each), in a child process.
+
+        The trainer's memory grows with the sample and glibc would keep it after training, so
+        the trainer runs in a short-lived child (`sentencepiece_trainer`) that returns it to the
+        OS when it exits; the long-lived process (which may go on to train a network) stays
+        small. The model is the one an in-process `SentencePieceTrainer.train` would write.
 
         Args:
             texts: training sentences; the first `max_sentences` are used when given.
@@ -276,16 +281,15 @@ class SentencePieceTokenizer:
         if model_type not in ("bpe", "unigram"):
             raise ConfigError(f"sp_model_type must be 'bpe' or 'unigram', got {model_type!r}")
         sentences = _training_sentences(texts, lowercase, max_sentences)
-        writer = io.BytesIO()
+        first = next(sentences, None)
+        if first is None:
+            raise DataError("cannot train SentencePiece on this data: no non-empty sentence")
+        options = _trainer_options(model_type, vocab_size, character_coverage)
         try:
-            spm.SentencePieceTrainer.train(
-                sentence_iterator=sentences,
-                model_writer=writer,
-                **_trainer_options(model_type, vocab_size, character_coverage),
-            )
-        except RuntimeError as e:
+            model_bytes = train_in_child(itertools.chain([first], sentences), options)
+        except TrainerError as e:
             raise _training_error(e, vocab_size) from e
-        return cls(writer.getvalue(), lowercase=lowercase, model_type=model_type)
+        return cls(model_bytes, lowercase=lowercase, model_type=model_type)
 
     def tokenize(self, text: str) -> list[str]:
         """Pieces of `text` (after lowercasing when asked)."""

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import gzip
+import io
 import pickle
 import random
 import re
 
 import pytest
 import sacrebleu
+import sentencepiece as spm
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -17,6 +19,7 @@ from seqlab.data.tokenize import (
     SentencePieceTokenizer,
     Tokenizer,
     WordTokenizer,
+    _trainer_options,
     tokenizer_from_config,
 )
 from seqlab.data.vocab import SPECIALS
@@ -229,6 +232,46 @@ def test_sp_vocab_size_errors_name_the_setting(lines):
         SentencePieceTokenizer.train(lines[:50], vocab_size=12)
     with pytest.raises(ConfigError, match="sp_model_type"):
         SentencePieceTokenizer.train(lines[:50], model_type="word")
+
+
+def test_sp_model_equals_in_process_training(sp, lines):
+    """Training in a child process changes nothing: the model is the in-process trainer's."""
+    writer = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines),
+        model_writer=writer,
+        **_trainer_options(sp.model_type, 200, 1.0),
+    )
+    assert sp.model_bytes == writer.getvalue()
+
+
+def test_sp_trains_in_another_process(lines, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("SentencePiece trained in the test process")
+
+    for name in ("train", "Train", "_Train"):
+        monkeypatch.setattr(spm.SentencePieceTrainer, name, refuse)
+    sp = SentencePieceTokenizer.train(lines[:100], vocab_size=100)
+    assert len(sp.vocab()) == 100
+
+
+def test_sp_line_breaks_inside_a_sentence_are_spaces(lines):
+    broken = [line.replace(" ", "\r" if k % 3 else "\n", 1) for k, line in enumerate(lines[:100])]
+    assert broken != lines[:100]
+    sp = SentencePieceTokenizer.train(broken, vocab_size=100)
+    assert sp.model_bytes == SentencePieceTokenizer.train(lines[:100], vocab_size=100).model_bytes
+
+
+def test_sp_trains_on_stripped_lowercased_non_empty_sentences_up_to_the_cap(lines):
+    messy = [text for line in lines for text in ("", f"  {line.upper()}\t")]
+    sp = SentencePieceTokenizer.train(messy, vocab_size=100, lowercase=True, max_sentences=100)
+    clean = [line.lower() for line in lines[:100]]
+    assert sp.model_bytes == SentencePieceTokenizer.train(clean, vocab_size=100).model_bytes
+
+
+def test_sp_needs_a_non_empty_sentence():
+    with pytest.raises(DataError, match="no non-empty sentence"):
+        SentencePieceTokenizer.train(["", "  ", "\n"], vocab_size=50)
 
 
 def test_sp_rejects_bytes_that_are_no_model():
