@@ -254,6 +254,11 @@ def test_prepare_measures_a_child_process(tmp_path):
     assert case["summary"][0].startswith("train pairs: kept 200")
     assert case["cpu_s"] > 0 and 100 < case["peak_rss_mib"] < 4000
     assert 50 < case["peak_anon_mib"] <= case["peak_rss_mib"]
+    assert case["own_peak_rss_mib"] <= case["peak_rss_mib"] and case["child_peak_rss_mib"] is None
+    trained = prepare.prepare_in_child(prefix, "sentencepiece", tmp_path / "sp", "tiny")
+    # the SentencePiece trainer is a process of its own, smaller than the prepare process
+    assert 5 < trained["child_peak_rss_mib"] < trained["own_peak_rss_mib"] / 2
+    assert trained["peak_rss_mib"] >= trained["own_peak_rss_mib"]
 
 
 def test_deploy_times_whole_commands_on_a_tiny_model(transformer_checkpoint):

@@ -29,6 +29,7 @@ import datasets
 import numpy as np
 
 from seqlab.config import MaskedLMData, Recipe
+from seqlab.data.arrow_stream import record_batches
 from seqlab.data.corpus import cache_dir, fetch_corpus, load_manifest
 from seqlab.data.dataset import fingerprint, list_lengths, text_dataset
 from seqlab.data.readers import file_identity, read_lines, read_split
@@ -154,8 +155,9 @@ def sentence_tables(data: MaskedLMData, cache: Path, seed: int = 1) -> dict[str,
 
 
 def _texts(ds: datasets.Dataset, drop_unk: bool):
-    for batch in ds.iter(batch_size=2000):
-        for text in batch["text"]:
+    """The `text` column, a record batch at a time, read from `ds`'s files (not mapped)."""
+    for batch in record_batches(ds, ["text"]):
+        for text in batch.column("text").to_pylist():
             yield text.replace(UNK, " ") if drop_unk else text
 
 

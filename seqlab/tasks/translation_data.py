@@ -22,6 +22,7 @@ import datasets
 import numpy as np
 
 from seqlab.config import Recipe, TranslationData
+from seqlab.data.arrow_stream import record_batches
 from seqlab.data.atomic import atomic_folder
 from seqlab.data.corpus import cache_dir, fetch_corpus, load_manifest
 from seqlab.data.dataset import (
@@ -243,9 +244,10 @@ def hold_out(
 
 
 def _iter_texts(ds: datasets.Dataset, columns: tuple[str, ...]) -> Iterator[str]:
-    for batch in ds.iter(batch_size=2000):
+    """The texts of `columns`, a record batch at a time, read from `ds`'s files (not mapped)."""
+    for batch in record_batches(ds, list(columns)):
         for column in columns:
-            yield from batch[column]
+            yield from batch.column(column).to_pylist()
 
 
 def sample_rows(ds: datasets.Dataset, rows: int, seed: int) -> datasets.Dataset:
@@ -330,7 +332,7 @@ def build_sides(
 
 
 def encode_splits(
-    tables: dict[str, datasets.Dataset], src: Side, tgt: Side, data: TranslationData
+    tables: dict[str, datasets.Dataset], src: Side, tgt: Side, data: TranslationData, cache: Path
 ) -> tuple[dict[str, datasets.Dataset], dict[str, FilterReport]]:
     """Id columns for every split; pairs with an empty side dropped everywhere, and training
     pairs over `max_len` / `max_len_ratio` too. Returns the tables and a report per split."""
@@ -340,7 +342,7 @@ def encode_splits(
     }
     encoded, reports = {}, {}
     for name, ds in tables.items():
-        ids = encode_dataset(ds, sides, num_proc=data.num_proc)
+        ids = encode_dataset(ds, sides, cache / "datasets", num_proc=data.num_proc)
         training = name == "train"
         encoded[name], reports[name] = filter_pairs(
             ids,
@@ -361,5 +363,5 @@ def prepare(recipe: Recipe, *, cache: Path | None = None) -> PreparedTranslation
     if len(tables["train"]) == 0:
         raise DataError(f"corpus '{recipe.data.corpus}': the training split is empty")
     src, tgt = build_sides(recipe.data, tables["train"], cache, recipe.seed)
-    splits, reports = encode_splits(tables, src, tgt, recipe.data)
+    splits, reports = encode_splits(tables, src, tgt, recipe.data, cache)
     return PreparedTranslation(src, tgt, splits, reports)
