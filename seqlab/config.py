@@ -108,7 +108,7 @@ class TranslationData:
     sp_input_sentence_size: int = 1_000_000  # SentencePiece trains on a seeded sample this big
     max_len: int | None = 100  # drop training pairs with a side longer than this (tokens)
     max_len_ratio: float | None = None  # drop training pairs whose length ratio exceeds this
-    num_proc: int = 1  # processes for the tokenizing map
+    num_proc: int = 1  # processes that tokenize (each writes one shard of the ids)
     synthetic_task: Literal["copy", "reverse", "sort"] = "reverse"
     synthetic_size: int = 20000
     synthetic_symbols: int = 20
