@@ -90,35 +90,37 @@ def cpu():
     t = os.times()
     return t.user + t.system + t.children_user + t.children_system
 
-def trainer_mib():
-    # VmHWM of this process's SentencePiece trainer child, if one runs (its ru_maxrss would
-    # also count this process's pages at the vfork before its exec)
-    best = 0.0
-    for task in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{task}/children") as f:
-                pids = f.read().split()
-        except OSError:
-            continue
-        for pid in pids:
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    if b"sentencepiece_trainer" not in f.read():
-                        continue
-                with open(f"/proc/{pid}/status") as f:
-                    for line in f:
-                        if line.startswith("VmHWM:"):
-                            best = max(best, int(line.split()[1]) / 1024)
-            except OSError:
-                continue
-    return best
+# Each SentencePiece trainer process (one per model: one when joint, two when not) appends
+# its own VmHWM to a file when it exits (its ru_maxrss would also count this process's pages,
+# shared at the vfork before its exec).
+import tempfile
+import seqlab.data.sentencepiece_trainer as trainer_module
+trainer_file = tempfile.mkstemp(prefix="seqlab-bench-trainer-")[1]
+_REPORT = '''
+import atexit, runpy, sys
+report_to = sys.argv.pop(1)  # then the trainer's own arguments
+def report():
+    with open("/proc/self/status") as status, open(report_to, "a") as out:
+        print(next(line for line in status if line.startswith("VmHWM:")).split()[1], file=out)
+atexit.register(report)
+runpy.run_module("seqlab.data.sentencepiece_trainer", run_name="__main__", alter_sys=True)
+'''
+trainer_module._command = lambda paths: [
+    sys.executable, "-c", _REPORT, trainer_file, *map(str, paths)
+]
 
-peak, trainer, done = [anonymous_mib()], [0.0], threading.Event()
+def trainer_mib():
+    # the largest trainer's peak, None when no trainer ran
+    with open(trainer_file) as f:
+        kib = [int(line) for line in f if line.strip()]
+    os.unlink(trainer_file)
+    return max(kib) / 1024 if kib else None
+
+peak, done = [anonymous_mib()], threading.Event()
 
 def watch():
     while not done.wait(0.005):
         peak[0] = max(peak[0], anonymous_mib())
-        trainer[0] = max(trainer[0], trainer_mib())
 
 watcher = threading.Thread(target=watch, daemon=True)
 watcher.start()
@@ -129,7 +131,7 @@ done.set()
 watcher.join()
 stage["peak_anon_mib"] = max(peak[0], anonymous_mib())
 stage["own_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-stage["child_peak_rss_mib"] = trainer[0] or None
+stage["child_peak_rss_mib"] = trainer_mib()
 print(json.dumps(stage))
 sys.exit(code)
 """

@@ -257,7 +257,7 @@ def test_prepare_measures_a_child_process(tmp_path):
     assert case["own_peak_rss_mib"] <= case["peak_rss_mib"] and case["child_peak_rss_mib"] is None
     trained = prepare.prepare_in_child(prefix, "sentencepiece", tmp_path / "sp", "tiny")
     # the SentencePiece trainer is a process of its own, smaller than the prepare process
-    assert 5 < trained["child_peak_rss_mib"] < trained["own_peak_rss_mib"] / 2
+    assert 5 < trained["child_peak_rss_mib"] < trained["own_peak_rss_mib"] / 2, trained
     assert trained["peak_rss_mib"] >= trained["own_peak_rss_mib"]
 
 
