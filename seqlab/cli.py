@@ -524,6 +524,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_lines=args.max_lines,
         max_chars=args.max_chars,
         max_beam_size=args.max_beam_size,
+        max_body_bytes=args.max_body_bytes,
     )
     level = "warning" if args.quiet else "debug" if args.verbose > 1 else "info"
     return serve(translator, settings, host=args.host, port=args.port, log_level=level)
@@ -560,6 +561,11 @@ def _add_serve(sub) -> None:
     serve.add_argument("--max-lines", type=_count(1), default=1000, help="lines per request")
     serve.add_argument("--max-chars", type=_count(1), default=10_000, help="characters per line")
     serve.add_argument("--max-beam-size", type=_count(1), default=32, help="largest beam_size")
+    serve.add_argument(
+        "--max-body-bytes",
+        type=_count(1),
+        help="longest request body read (default: the longest the line limits admit)",
+    )
     serve.set_defaults(func=_serve)
 
 

@@ -6,12 +6,12 @@
 One translation per input line, in order; an empty (or blank) line gives an empty one. `beam_size`
 is optional (the model's default). Requests arriving together are translated together
 (`seqlab.inference.batching.Batcher`). Errors are JSON objects with an "error" message: 400 for a
-body that is not JSON, 422 for JSON of the wrong shape (no "text" list, a non-string line, a
-beam size that is not an integer from 1 to `max_beam_size`, an unknown key), 413 beyond the
-limits on lines per request and characters per line, 500 when the engine fails, 503 while
-stopping; the server serves on after each. On SIGTERM uvicorn stops accepting connections,
-finishes the requests in flight, then the batcher drains and the process exits 0. One log line
-per request on stderr.
+body that is not JSON, 422 for JSON of the wrong shape (no "text" list, a non-string line, a beam
+size that is not an integer from 1 to `max_beam_size`, an unknown key), 413 beyond the limits on
+lines per request and characters per line (and, before the body is read, for a body longer than
+those limits allow), 500 when the engine fails, 503 while stopping; the server serves on after
+each. On SIGTERM uvicorn stops accepting connections, finishes the requests in flight, then the
+batcher drains and the process exits 0. One log line per request on stderr.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 try:  # the `serve` extra
     import uvicorn
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI, HTTPException, Request
     from fastapi.encoders import jsonable_encoder
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
@@ -52,6 +52,9 @@ class ServeSettings:
         max_lines: lines per request; more is a 413.
         max_chars: characters per line; more is a 413.
         max_beam_size: largest beam a request may ask for; more is a 422.
+        max_body_bytes: the longest body read; a longer one is a 413 before it is held in
+            memory. None: the longest a request within `max_lines` and `max_chars` can be
+            (each character JSON-escaped as 6 bytes), 60 MB at the defaults.
     """
 
     max_batch_tokens: int = 2048
@@ -60,6 +63,14 @@ class ServeSettings:
     max_lines: int = 1000
     max_chars: int = 10_000
     max_beam_size: int = 32
+    max_body_bytes: int | None = None
+
+    @property
+    def body_limit(self) -> int:
+        """`max_body_bytes`, or the size of the largest request the other limits admit."""
+        if self.max_body_bytes is not None:
+            return self.max_body_bytes
+        return self.max_lines * (6 * self.max_chars + 4) + 4096
 
 
 class TranslateRequest(BaseModel):
@@ -115,6 +126,45 @@ def _limit_error(body: TranslateRequest, settings: ServeSettings) -> JSONRespons
     return None
 
 
+class _BodyTooLong(HTTPException):
+    """A body past the limit. An HTTPException, so FastAPI passes it on from reading the body
+    (any other error there becomes its 400) to the handler that answers with our 413."""
+
+    def __init__(self, limit: int, length: int | None = None):
+        size = f"{length} bytes" if length is not None else f"more than {limit} bytes"
+        super().__init__(413, f"the body has {size}; at most {limit}")
+
+
+class _BodyLimit:
+    """ASGI middleware: a 413 for a request body longer than `limit` bytes, refused from its
+    Content-Length before any of it is read, or as soon as a chunked body passes the limit, so
+    that a huge body is never held whole (uvicorn sets no limit; Starlette's own
+    `RequestBodyLimitMiddleware` is recent and answers in plain text)."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            too_long = _BodyTooLong(self.limit, int(declared))
+            return await _error(413, too_long.detail)(scope, receive, send)
+        read = 0
+
+        async def limited_receive():
+            nonlocal read
+            message = await receive()
+            if message["type"] == "http.request":
+                read += len(message.get("body", b""))
+                if read > self.limit:
+                    raise _BodyTooLong(self.limit)
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
 def create_app(translator, settings: ServeSettings | None = None) -> FastAPI:
     """The FastAPI application serving `translator` (anything with `Translator`'s `translate`
     and `decode`, e.g. from `seqlab.inference.engines.open_translator`)."""
@@ -142,6 +192,8 @@ def create_app(translator, settings: ServeSettings | None = None) -> FastAPI:
     app = FastAPI(title="seqlab", lifespan=lifespan)
     app.state.batcher = batcher
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_middleware(_BodyLimit, limit=settings.body_limit)
+    app.add_exception_handler(_BodyTooLong, lambda request, exc: _error(413, exc.detail))
 
     @app.get("/health")
     async def health() -> dict:

@@ -9,6 +9,7 @@ request in flight finish before the process exits 0.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -281,3 +282,61 @@ def test_a_missing_extra_or_a_taken_port_is_a_one_line_error(checkpoint, capsys,
     monkeypatch.setitem(sys.modules, "fastapi", None)  # import fails as if not installed
     code, _, err = run_cli(["serve", checkpoint], capsys, monkeypatch)
     assert code == 2 and "pip install 'seqlab[serve]'" in err and "Traceback" not in err
+
+
+def raw_request(url: str, head: str, body: bytes = b"") -> tuple[int, dict]:
+    """Send `head` (request line and headers) and `body` over a plain socket; the status and
+    JSON of the answer. Lets a test declare a Content-Length it never sends, or send chunks."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(head.replace("\n", "\r\n").encode() + b"\r\n" + body)
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    status_line, _, rest = answer.partition(b"\r\n")
+    payload = rest.partition(b"\r\n\r\n")[2]
+    return int(status_line.split()[1]), json.loads(payload)
+
+
+def test_a_body_past_its_limit_is_refused_before_it_is_read(server):
+    # 1,000 lines of 10,000 characters, each JSON-escaped as 6 bytes, fit; a declared gigabyte
+    # is refused from its header while the client has sent none of it
+    head = "POST /translate HTTP/1.1\nHost: x\nContent-Type: application/json\n"
+    status, error = raw_request(server.url, head + "Content-Length: 1000000000\n")
+    assert status == 413 and "the body has 1000000000 bytes; at most 60008096" in error["error"]
+    assert server.post({"text": ["s1 s2"]}).status_code == 200
+
+
+def test_the_body_limit_admits_every_request_within_the_line_limits():
+    from seqlab.inference.serve import ServeSettings
+
+    settings = ServeSettings(max_lines=3, max_chars=7)
+    largest = {"text": ["\u0001" * 7] * 3, "beam_size": 10**9}
+    assert len(json.dumps(largest).encode()) <= settings.body_limit
+    assert ServeSettings(max_body_bytes=5).body_limit == 5
+
+
+def test_a_chunked_body_is_cut_off_at_its_limit(checkpoint, tmp_path):
+    server = Server(checkpoint, tmp_path / "server.log", "--max-body-bytes", "2000")
+    try:
+        head = "POST /translate HTTP/1.1\nHost: x\nContent-Type: application/json\n"
+        chunked = head + "Transfer-Encoding: chunked\n"
+        body = b'{"text": ["' + b"s1 " * 1000 + b'"]}'
+        chunks = b"".join(
+            b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:1500], body[1500:])
+        )
+        status, error = raw_request(server.url, chunked, chunks + b"0\r\n\r\n")
+        assert status == 413 and "more than 2000 bytes; at most 2000" in error["error"], error
+        status, error = raw_request(server.url, head + f"Content-Length: {len(body)}\n", body)
+        assert status == 413 and f"the body has {len(body)} bytes" in error["error"]
+        small = b'{"text": ["s3 s4 s5"], "beam_size": 1}'
+        status, answer = raw_request(
+            server.url, chunked, b"%x\r\n%s\r\n0\r\n\r\n" % (len(small), small)
+        )
+        assert status == 200 and len(answer["translations"]) == 1
+        assert "refused a request (413): the body has more than 2000 bytes" in server.stderr()
+    finally:
+        assert server.stop() == 0, server.stderr()
