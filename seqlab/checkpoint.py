@@ -11,7 +11,6 @@ survives restarts); `average_checkpoints` averages weights as fairseq's
 
 from __future__ import annotations
 
-import errno
 import json
 import math
 import os
@@ -28,7 +27,7 @@ from typing import Any
 
 import torch
 
-from seqlab.errors import CheckpointError
+from seqlab.errors import CheckpointError, why_unwritable
 
 FORMAT = "seqlab-checkpoint"
 VERSION = 1
@@ -81,15 +80,9 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
 def _write_failure(path: Path, error: BaseException) -> str:
     """The message for a file that could not be written: the path, and why in words."""
-    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-        why = "the disk is full"
-    elif isinstance(error, OSError) and error.errno == errno.EFBIG:
-        why = "the file exceeds the file-size limit"
-    elif isinstance(error, OSError):
-        why = error.strerror or str(error)
-    else:  # torch's writer: "[enforce fail at inline_container.cc:...] unexpected pos ..."
-        why = "the write stopped short (is the disk full, or a file-size limit set?)"
-    return f"{path}: could not be written: {why}; the previous checkpoints are kept"
+    return (
+        f"{path}: could not be written: {why_unwritable(error)}; the previous checkpoints are kept"
+    )
 
 
 def remove_stale_temp_files(folder: str | Path) -> list[Path]:

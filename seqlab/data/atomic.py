@@ -14,7 +14,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from seqlab.errors import CheckpointError
+from seqlab.errors import CheckpointError, WriteError, is_write_failure, why_unwritable
 
 
 @contextlib.contextmanager
@@ -43,8 +43,12 @@ def atomic_folder(outdir: str | Path, force: bool = False) -> Iterator[Path]:
         os.replace(tmp, outdir)  # onto a missing or empty `outdir`
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(tmp, ignore_errors=True)
+        if is_write_failure(error):  # pyarrow's and torch's writers name no file
+            raise WriteError(
+                f"{outdir}: could not be written: {why_unwritable(error)}; nothing was kept"
+            ) from error
         raise
 
 

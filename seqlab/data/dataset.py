@@ -27,7 +27,7 @@ from datasets.table import ConcatenationTable, MemoryMappedTable
 from seqlab.data.arrow_stream import record_batches
 from seqlab.data.tokenize import Tokenizer, tokenizer_from_config
 from seqlab.data.vocab import Vocab
-from seqlab.errors import SeqlabError
+from seqlab.errors import SeqlabError, WriteError, is_write_failure, why_unwritable
 
 # Rows per Arrow record batch in the tables we write. Opening a table or reading its lengths
 # touches every batch's header and offsets through the memory map, and the kernel maps 64 KiB
@@ -69,6 +69,11 @@ def text_dataset(
             cause = error.__cause__ or error.__context__
             if isinstance(cause, SeqlabError):
                 raise cause from None
+            if is_write_failure(cause):  # pyarrow names no file
+                raise WriteError(
+                    f"{cache_dir}: could not write a table: {why_unwritable(cause)}; "
+                    "nothing a rerun would load was kept"
+                ) from error
             raise
 
 
@@ -194,6 +199,12 @@ def _write_encoded(
                 ]
                 writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))
         os.replace(partial, path)
+    except OSError as error:
+        if is_write_failure(error):  # pyarrow names no file
+            raise WriteError(
+                f"{path}: could not be written: {why_unwritable(error)}; nothing was kept"
+            ) from None
+        raise
     finally:
         partial.unlink(missing_ok=True)
 

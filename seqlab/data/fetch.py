@@ -29,7 +29,7 @@ from typing import BinaryIO
 
 from tqdm import tqdm
 
-from seqlab.errors import ChecksumError, DataError
+from seqlab.errors import ChecksumError, DataError, WriteError, is_write_failure, why_unwritable
 
 CHUNK = 1 << 20  # bytes per read while streaming
 TIMEOUT_S = 60.0  # socket timeout for a download
@@ -79,8 +79,12 @@ def _write_verified(
             )
         os.replace(tmp, dest)
         return actual
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        if is_write_failure(error):
+            raise WriteError(
+                f"{dest}: could not be written: {why_unwritable(error)}; nothing was kept"
+            ) from error
         raise
 
 

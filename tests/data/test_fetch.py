@@ -251,3 +251,45 @@ def test_not_an_archive(tmp_path):
     junk.write_bytes(b"<html>403 Forbidden</html>")
     with pytest.raises(DataError, match="neither a zip nor a tar"):
         extract_member(junk, "a", tmp_path / "a")
+
+
+def test_a_file_size_limit_while_unpacking_names_the_file_and_keeps_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "big.gz").write_bytes(gzip.compress(bytes(range(256)) * 400))  # 100 KiB inside
+    script = (
+        "import resource, sys\n"
+        "from seqlab.data.fetch import unpack_gzip\n"
+        "from seqlab.errors import WriteError\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (10_000, resource.RLIM_INFINITY))\n"
+        "try:\n"
+        "    unpack_gzip(sys.argv[1], sys.argv[2])\n"
+        "except WriteError as error:\n"
+        "    print(error)\n"
+    )
+    dest = tmp_path / "out" / "big"
+    run = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "big.gz"), str(dest)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert run.stdout.strip() == (
+        f"{dest}: could not be written: a file exceeds the file-size limit; nothing was kept"
+    ), run.stderr
+    assert list(dest.parent.iterdir()) == []  # no partial file, no temp file
+
+
+def test_a_folder_that_runs_out_of_room_names_itself_and_is_not_kept(tmp_path):
+    import errno
+
+    from seqlab.data.atomic import atomic_folder
+    from seqlab.errors import WriteError
+
+    full = pytest.raises(WriteError, match=r"prepared: could not be written: the disk is full")
+    with full, atomic_folder(tmp_path / "prepared") as partial:
+        (partial / "vocab.json").write_text("{}")
+        raise OSError(errno.ENOSPC, "No space left on device")  # as pyarrow raises it
+    assert list(tmp_path.iterdir()) == []
+    denied = pytest.raises(PermissionError, match="Permission denied")  # passed on as it is
+    with denied, atomic_folder(tmp_path / "prepared"):
+        raise PermissionError(errno.EACCES, "Permission denied")

@@ -374,3 +374,48 @@ def test_the_tatoeba_recipe_holds_valid_and_test_out_of_its_one_split():
     assert (sizes["valid"], sizes["test"]) == (1000, 5000)
     assert sizes["train"] + sum(data.report.dropped.values()) == 167_130 - 6000
     assert data.splits["test"][0]["src"] and data.src.vocab is not data.tgt.vocab
+
+
+def prepare_with_size_limit(args, env, limit: int | None):
+    """`python -m seqlab ARGS` with the file-size limit at `limit` bytes (None: unlimited)."""
+    import resource
+    import subprocess
+    import sys
+
+    def set_limit():
+        if limit is not None:  # the child writes short (EFBIG): Python ignores SIGXFSZ
+            resource.setrlimit(
+                resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1])
+            )
+
+    return subprocess.run(
+        [sys.executable, "-m", "seqlab", *map(str, args)],
+        cwd=REPO, env=env, capture_output=True, text=True, preexec_fn=set_limit, timeout=300,
+    )  # fmt: skip
+
+
+def test_a_file_size_limit_in_any_cache_writer_names_the_path_and_a_rerun_completes(tmp_path):
+    """A full disk or file-size limit while prepare writes the text table, then the id table:
+    one line naming what could not be written and why, no traceback, nothing a rerun trusts."""
+    import os
+
+    train = write_split(tmp_path, "train", make_pairs(3000, 1), "tsv")
+    args = ["prepare", RECIPE, f"data.train_path='{train}'", "data.valid_size=50", *TINY[:2]]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SEQLAB_CACHE": str(tmp_path / "sized")}
+    assert prepare_with_size_limit(args, env, None).returncode == 0
+    largest = lambda folder: max(p.stat().st_size for p in folder.rglob("*.arrow"))  # noqa: E731
+    text_table = largest(tmp_path / "sized" / "datasets" / "generator")
+    id_table = largest(tmp_path / "sized" / "datasets" / "encoded")
+    assert id_table > text_table  # the ids beside the text
+
+    env["SEQLAB_CACHE"] = str(tmp_path / "cache")
+    cases = [(text_table // 2, "datasets: could not write a table"),
+             ((text_table + id_table) // 2, "encoded/")]  # fmt: skip
+    for limit, where in cases:
+        run = prepare_with_size_limit(args, env, limit)
+        assert run.returncode == 2, run.stderr
+        assert where in run.stderr and "exceeds the file-size limit" in run.stderr, run.stderr
+        assert "Traceback" not in run.stderr and len(run.stderr.strip().splitlines()) == 1
+    rerun = prepare_with_size_limit(args, env, None)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "train: 2950 pairs" in rerun.stdout + rerun.stderr
