@@ -260,7 +260,7 @@ def _export(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from seqlab.tasks.translation import evaluate_translation
+    from seqlab.inference.evaluate import evaluate_translation
 
     scores = evaluate_translation(
         Path(args.checkpoint),

@@ -8,9 +8,6 @@ smoothing) and BLEU of greedy or beam output, detokenized, scored by sacrebleu.
 
 from __future__ import annotations
 
-import json
-import logging
-import time
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -26,7 +23,8 @@ from seqlab.data.batch import Batch, collate
 from seqlab.distributed import ShardResult
 from seqlab.errors import ConfigError
 from seqlab.evaluation.metrics import perplexity
-from seqlab.inference import Translator, open_translator
+from seqlab.inference import Translator
+from seqlab.inference.evaluate import evaluate_translation
 from seqlab.losses import real_positions, token_cross_entropy
 from seqlab.models import build_model
 from seqlab.tasks.batching import training_sampler, validation_batches
@@ -36,8 +34,6 @@ if TYPE_CHECKING:  # the data stage (datasets, pyarrow) loads only when a run pr
     import datasets
 
     from seqlab.tasks.translation_data import PreparedTranslation
-
-logger = logging.getLogger(__name__)
 
 
 class PairTable(torch.utils.data.Dataset):
@@ -189,54 +185,6 @@ class TranslationTask(TrainingTask):
 
     def checkpoint_extras(self) -> dict:
         return {"src": self.data.src.to_payload(), "tgt": self.data.tgt.to_payload()}
-
-
-def evaluate_translation(
-    checkpoint: Path,
-    sources: list[str],
-    references: list[str],
-    *,
-    beam_size: int | None = None,
-    out_dir: Path | None = None,
-    prefix: str = "test",
-    show: int = 5,
-    device: str = "cpu",
-    optimize: bool = True,
-    engine: str | None = None,
-    threads: int | None = None,
-) -> dict:
-    """Translate `sources` with `checkpoint` (a checkpoint file or an exported folder, opened by
-    `open_translator` with `engine`); score against `references` (BLEU, chrF, tok-lc).
-
-    With `out_dir`, writes `<prefix>_scores.json` and `<prefix>_translations.txt` there; logs
-    the first `show` sentences.
-    """
-    if len(sources) != len(references):
-        raise ConfigError(f"{len(sources)} source lines but {len(references)} references")
-    translator = open_translator(
-        checkpoint, engine=engine, device=device, threads=threads, optimize=optimize
-    )
-    beam = beam_size or translator.decode.beam_size
-    started = time.perf_counter()
-    hyps = [h[0].text if h else "" for h in translator.translate(list(sources), beam_size=beam)]
-    seconds = time.perf_counter() - started
-    from seqlab.evaluation.bleu import corpus_scores  # sacrebleu (0.1 s): not for `translate`
-
-    scores = corpus_scores(hyps, list(references), tok_lc=True)
-    scores.update(
-        {
-            "checkpoint": str(checkpoint),
-            "beam_size": beam,
-            "sentences": len(hyps),
-            "decode_seconds": round(seconds, 2),
-        }
-    )
-    if out_dir is not None:
-        (out_dir / f"{prefix}_scores.json").write_text(json.dumps(scores, indent=2))
-        (out_dir / f"{prefix}_translations.txt").write_text("\n".join(hyps) + "\n")
-    for source, hyp, ref in list(zip(sources, hyps, references))[:show]:
-        logger.info("SRC  %s\nHYP  %s\nREF  %s\n", source, hyp, ref)
-    return scores
 
 
 def score_translation(recipe: Recipe, data: PreparedTranslation, run_dir: Path) -> dict:

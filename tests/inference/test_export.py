@@ -339,9 +339,13 @@ def imported_by(args: list[str], stdin: str = "") -> set[str]:
     return set(heavy)
 
 
-def test_translate_imports_only_what_it_uses(ct2_folder, transformer_checkpoint):
+def test_translate_imports_only_what_it_uses(ct2_folder, transformer_checkpoint, tmp_path):
     assert imported_by(["translate", str(ct2_folder), "-q"], "s1 s2\n") == set()
     assert imported_by(["translate", str(transformer_checkpoint), "-q"], "s1 s2\n") == {"torch"}
+    (tmp_path / "src.txt").write_text("s1 s2\n")
+    (tmp_path / "ref.txt").write_text("s2 s1\n")
+    files = ["--src", str(tmp_path / "src.txt"), "--ref", str(tmp_path / "ref.txt"), "-q"]
+    assert imported_by(["evaluate", str(ct2_folder), *files]) == {"sacrebleu"}
 
 
 def test_a_classifier_exports_with_its_label_names(tmp_path, capsys, monkeypatch):
