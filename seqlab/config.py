@@ -147,6 +147,7 @@ class MaskedLMData:
     sp_model_type: Literal["bpe", "unigram"] = "bpe"
     sp_vocab_size: int = 10000
     sp_character_coverage: float = 1.0
+    sp_input_sentence_size: int = 1_000_000  # SentencePiece trains on a seeded sample this big
     max_len: int = 64  # tokens of <cls> A <sep> B <sep>; the longer side is truncated
     next_prob: float = 0.5  # share of pairs whose B is the true next sentence
     mask_prob: float = 0.15  # share of non-special tokens chosen for prediction
@@ -165,6 +166,7 @@ class MaskedLMData:
         if self.max_len < 5:
             raise ValueError(f"data.max_len = {self.max_len} leaves no room for two sentences")
         _check_at_least(self, "data", 2, "valid_size")  # pairs need two paragraphs
+        _check_at_least(self, "data", 1, "sp_input_sentence_size")
         _check_own_files(self, ("train_path", "valid_path"))
 
 
@@ -197,12 +199,14 @@ class ClassificationData:
     sp_model_type: Literal["bpe", "unigram"] = "bpe"
     sp_vocab_size: int = 8000
     sp_character_coverage: float = 1.0
+    sp_input_sentence_size: int = 1_000_000  # SentencePiece trains on a seeded sample this big
     max_len: int = 64  # tokens of <cls> sentence <sep>; longer sentences are truncated
     max_train_examples: int | None = None  # keep the first N training sentences (smoke runs)
     num_proc: int = 1
 
     def __post_init__(self):
         _check_at_least(self, "data", 1, "valid_size", "max_train_examples", "num_proc")
+        _check_at_least(self, "data", 1, "sp_input_sentence_size")
         _check_at_least(self, "data", 2, "num_classes")
         if self.max_len < 3:
             raise ValueError(f"data.max_len = {self.max_len} leaves no room for a sentence")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +25,8 @@ from datasets.exceptions import DatasetGenerationError
 from datasets.table import ConcatenationTable, MemoryMappedTable
 
 from seqlab.data.arrow_stream import record_batches
-from seqlab.data.tokenize import Tokenizer, tokenizer_from_config
-from seqlab.data.vocab import Vocab
+from seqlab.data.tokenize import Tokenizer, encode_text, tokenizer_from_config
+from seqlab.data.vocab import UNK, Vocab
 from seqlab.errors import SeqlabError, WriteError, is_write_failure, why_unwritable
 
 # Rows per Arrow record batch in the tables we write. Opening a table or reading its lengths
@@ -77,21 +77,26 @@ def text_dataset(
             raise
 
 
-def _encode_batch(batch: dict, columns: dict, settings: dict) -> dict:
-    """`map` worker: text columns -> id columns (tokenizers rebuilt per worker from settings).
+def _encode_batch(batch: dict, columns: dict, settings: dict, literal_unk: bool = False) -> dict:
+    """Worker: text columns -> id columns (tokenizers rebuilt per worker from settings).
 
     A SentencePiece tokenizer whose own pieces are the vocabulary encodes the whole batch in
     one call to the processor (its ids are the vocabulary's), several times faster than piece
-    strings mapped one sentence at a time.
+    strings mapped one sentence at a time. With `literal_unk`, a text holding the literal
+    `<unk>` is encoded by `encode_text` (that token becomes the `<unk>` id), as BERT's tasks read
+    WikiText.
     """
     out = {}
     for text_column, id_column in columns.items():
         tokenizer, vocab, own_pieces = _worker_side(*settings[text_column])
         texts = batch[text_column]
         if own_pieces:
-            out[id_column] = tokenizer.encode_ids_batch(texts)
+            ids = tokenizer.encode_ids_batch(texts)
         else:
-            out[id_column] = [vocab.encode(tokenizer.tokenize(text)) for text in texts]
+            ids = [vocab.encode(tokenizer.tokenize(text)) for text in texts]
+        if literal_unk:
+            ids = [encode_text(tokenizer, vocab, t) if UNK in t else i for t, i in zip(texts, ids)]
+        out[id_column] = ids
     return out
 
 
@@ -133,6 +138,7 @@ def encode_dataset(
     cache_dir: Path,
     *,
     num_proc: int = 1,
+    literal_unk: bool = False,
 ) -> datasets.Dataset:
     """`ds` with id columns added: `sides` maps a text column to (id column, tokenizer, vocab).
 
@@ -143,13 +149,13 @@ def encode_dataset(
     `cache_dir/encoded/` by a fingerprint of `ds`'s and every tokenizer's settings and
     vocabulary, so it is reused exactly when nothing that shapes the ids changed; each shard is
     written under a temporary name and renamed when whole, so an interrupted run leaves nothing
-    a rerun would load.
+    a rerun would load. `literal_unk`: the literal `<unk>` in a text is the `<unk>` id
+    (`encode_text`).
     """
     columns = {text: id_col for text, (id_col, _, _) in sides.items()}
     settings = {text: tokenizer_settings(tok, vocab) for text, (_, tok, vocab) in sides.items()}
-    fp = fingerprint(
-        ENCODED_VERSION, ds._fingerprint, columns, {k: v[3] for k, v in settings.items()}
-    )
+    keys = {k: v[3] for k, v in settings.items()}
+    fp = fingerprint(ENCODED_VERSION, ds._fingerprint, columns, keys, literal_unk)
     features = datasets.Features(dict(ds.features))
     for id_column in columns.values():
         features[id_column] = datasets.List(datasets.Value("int32"))
@@ -158,7 +164,7 @@ def encode_dataset(
     folder = Path(cache_dir) / "encoded"
     paths = [folder / f"{fp}-{i:05d}-of-{shards:05d}.arrow" for i in range(shards)]
     jobs = [
-        (ds, columns, settings, features, int(start), int(stop), path)
+        (ds, columns, settings, features, int(start), int(stop), path, literal_unk)
         for start, stop, path in zip(bounds[:-1], bounds[1:], paths, strict=True)
         if not path.is_file()
     ]
@@ -182,22 +188,34 @@ def _write_encoded(
     start: int,
     stop: int,
     path: Path,
+    literal_unk: bool,
 ) -> None:
     """Write rows `start:stop` of `ds` with their id columns to the Arrow stream file `path`."""
     schema = features.arrow_schema
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for batch in record_batches(ds, list(ds.column_names), start, stop):
+            texts = {column: batch.column(column).to_pylist() for column in columns}
+            ids = _encode_batch(texts, columns, settings, literal_unk)
+            arrays = [
+                batch.column(name)
+                if name in batch.schema.names
+                else pa.array(ids[name], type=schema.field(name).type)
+                for name in schema.names
+            ]
+            yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+    write_arrow_stream(path, schema, batches())
+
+
+def write_arrow_stream(path: Path, schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> None:
+    """Write `batches` to the Arrow stream file `path` (read back by `MemoryMappedTable`) under
+    a temporary name, renamed when whole: an error or Ctrl-C leaves nothing a rerun would load."""
     partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with pa.OSFile(str(partial), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
-            for batch in record_batches(ds, list(ds.column_names), start, stop):
-                texts = {column: batch.column(column).to_pylist() for column in columns}
-                ids = _encode_batch(texts, columns, settings)
-                arrays = [
-                    batch.column(name)
-                    if name in batch.schema.names
-                    else pa.array(ids[name], type=schema.field(name).type)
-                    for name in schema.names
-                ]
-                writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))
+            for batch in batches:
+                writer.write_batch(batch)
         os.replace(partial, path)
     except OSError as error:
         if is_write_failure(error):  # pyarrow names no file
@@ -207,6 +225,14 @@ def _write_encoded(
         raise
     finally:
         partial.unlink(missing_ok=True)
+
+
+def sample_rows(ds: datasets.Dataset, rows: int, seed: int) -> datasets.Dataset:
+    """A seeded sample of `rows` rows of `ds` in table order (all of `ds` when it is smaller)."""
+    if rows >= len(ds):
+        return ds
+    chosen = np.sort(np.random.default_rng(seed).choice(len(ds), size=rows, replace=False))
+    return ds.select(chosen, new_fingerprint=fingerprint(ds._fingerprint, "sample", rows, seed))
 
 
 def list_lengths(ds: datasets.Dataset, column: str) -> np.ndarray:

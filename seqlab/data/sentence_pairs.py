@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TypeVar
 
 from seqlab.errors import DataError
@@ -61,20 +61,30 @@ def nsp_pairs(
     Raises:
         DataError: fewer than two non-empty paragraphs (no "other paragraph" to draw from).
     """
-    usable = [i for i, p in enumerate(paragraphs) if p]
+    return list(iter_nsp_pairs(paragraphs, next_prob, rng))
+
+
+def iter_nsp_pairs(
+    paragraphs: Sequence[Sequence[T]], next_prob: float, rng: random.Random
+) -> Iterator[tuple[T, T, bool]]:
+    """`nsp_pairs` one pair at a time, with the same draws from `rng`: a caller can pack and
+    write the pairs of a large corpus as they come, its paragraphs held as row numbers.
+
+    Raises:
+        DataError: (on the first pair) fewer than two non-empty paragraphs.
+    """
+    usable = [i for i, p in enumerate(paragraphs) if len(p)]
     if len(usable) < 2:
         raise DataError(f"next-sentence pairs need two paragraphs or more, got {len(usable)}")
-    pairs = []
     for i, paragraph in enumerate(paragraphs):
         for j in range(len(paragraph) - 1):
             if rng.random() < next_prob:
-                pairs.append((paragraph[j], paragraph[j + 1], True))
+                yield paragraph[j], paragraph[j + 1], True
                 continue
             other = i
             while other == i:
                 other = usable[rng.randrange(len(usable))]
-            pairs.append((paragraph[j], rng.choice(paragraphs[other]), False))
-    return pairs
+            yield paragraph[j], rng.choice(paragraphs[other]), False
 
 
 def truncate_pair(a: Sequence[T], b: Sequence[T], max_tokens: int) -> tuple[list[T], list[T]]:

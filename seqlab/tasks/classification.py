@@ -139,8 +139,8 @@ def prepare(recipe: Recipe, *, cache: Path | None = None) -> PreparedClassificat
         side, state = load_pretrained(recipe)
         weights = state if data.init == "pretrained" else None
     else:
-        side = cached_side(data, tables["train"], cache)
-    splits = {name: encode_table(ds, side, data.num_proc) for name, ds in tables.items()}
+        side = cached_side(data, tables["train"], cache, recipe.seed)
+    splits = {name: encode_table(ds, side, cache, data.num_proc) for name, ds in tables.items()}
     for name, ds in splits.items():
         bad = [v for v in set(ds["label"]) if not 0 <= v < len(labels)]
         if bad:

@@ -18,32 +18,49 @@ whatever the tokenizer (SentencePiece would otherwise spell it out as pieces).
 
 from __future__ import annotations
 
-import hashlib
+import itertools
 import json
 import random
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from datasets.table import MemoryMappedTable
 
 from seqlab.config import MaskedLMData, Recipe
 from seqlab.data.arrow_stream import record_batches
 from seqlab.data.corpus import cache_dir, fetch_corpus, load_manifest
-from seqlab.data.dataset import fingerprint, list_lengths, text_dataset
+from seqlab.data.dataset import (
+    WRITER_BATCH_SIZE,
+    encode_dataset,
+    fingerprint,
+    list_lengths,
+    sample_rows,
+    text_dataset,
+    write_arrow_stream,
+)
 from seqlab.data.readers import file_identity, read_lines, read_split
-from seqlab.data.sentence_pairs import nsp_pairs, packed_pairs, split_paragraph, split_sentences
+from seqlab.data.sentence_pairs import (
+    iter_nsp_pairs,
+    packed_pairs,
+    split_paragraph,
+    split_sentences,
+)
 from seqlab.data.tokenize import (
     SentencePieceTokenizer,
     WhitespaceTokenizer,
-    encode_text,
     tokenizer_from_config,
 )
 from seqlab.data.vocab import UNK, Side, Vocab
 from seqlab.errors import DataError
 
 READER_VERSION = 1  # bump when the sentence rows change
+PAIRS_VERSION = 1  # bump when the packed pairs change
 DEFAULT_VALID_SIZE = 1000  # paragraphs held out of data.train_path without data.valid_path
 
 
@@ -58,7 +75,7 @@ class PreparedMaskedLM:
         lines = []
         for name, ds in self.splits.items():
             tokens = int(list_lengths(ds, "ids").sum())
-            is_next = sum(ds["is_next"])
+            is_next = pc.sum(ds.data.column("is_next")).as_py() or 0
             lines.append(f"{name}: {len(ds)} sentence pairs ({is_next} true next), {tokens} tokens")
         lines.append(f"vocabulary: {len(self.side.vocab)} ({self.side.tokenizer!r})")
         return "\n".join(lines)
@@ -161,18 +178,22 @@ def _texts(ds: datasets.Dataset, drop_unk: bool):
             yield text.replace(UNK, " ") if drop_unk else text
 
 
-def train_side(data, train: datasets.Dataset) -> Side:
+def train_side(data, train: datasets.Dataset, seed: int = 1) -> Side:
     """SentencePiece or whitespace vocabulary on the `text` column of `train`.
 
     `data` is a `MaskedLMData` or `ClassificationData` (both have the tokenizer keys).
+    SentencePiece keeps its whole input in memory, so it sees a sample of at most
+    `sp_input_sentence_size` sentences drawn with `seed`; word counts stream over every row.
     """
     if data.tokenizer == "sentencepiece":
+        sample = sample_rows(train, data.sp_input_sentence_size, seed)
         tokenizer = SentencePieceTokenizer.train(
-            _texts(train, drop_unk=True),
+            _texts(sample, drop_unk=True),
             model_type=data.sp_model_type,
             vocab_size=data.sp_vocab_size,
             character_coverage=data.sp_character_coverage,
             lowercase=data.lowercase,
+            max_sentences=data.sp_input_sentence_size,
         )
         return Side(tokenizer, tokenizer.vocab())
     tokenizer = WhitespaceTokenizer(lowercase=data.lowercase)
@@ -184,17 +205,19 @@ def train_side(data, train: datasets.Dataset) -> Side:
     return Side(tokenizer, Vocab.build(counts, min_freq=data.min_freq, max_size=data.max_vocab))
 
 
-def cached_side(data, train: datasets.Dataset, cache: Path) -> Side:
+def cached_side(data, train: datasets.Dataset, cache: Path, seed: int = 1) -> Side:
     """`train_side`, reused from `<cache>/prepared/` when the same settings saw the same data."""
     keys = ("tokenizer", "lowercase", "min_freq", "max_vocab", "sp_model_type", "sp_vocab_size")
     settings = {k: getattr(data, k) for k in (*keys, "sp_character_coverage")}
+    if data.tokenizer == "sentencepiece":  # the sample it trains on
+        settings |= {"sp_input_sentence_size": data.sp_input_sentence_size, "seed": seed}
     folder = cache / "prepared" / fingerprint(train._fingerprint, "side", settings)
     config_path, model_path = folder / "tokenizer.json", folder / "tokenizer.model"
     if config_path.is_file():
         model = model_path.read_bytes() if model_path.is_file() else None
         tokenizer = tokenizer_from_config(json.loads(config_path.read_text()), model)
         return Side(tokenizer, Vocab.load(folder / "vocab.json"))
-    side = train_side(data, train)
+    side = train_side(data, train, seed)
     folder.mkdir(parents=True, exist_ok=True)
     model = getattr(side.tokenizer, "model_bytes", None)
     if model is not None:
@@ -204,51 +227,89 @@ def cached_side(data, train: datasets.Dataset, cache: Path) -> Side:
     return side
 
 
-def _encode_batch(batch: dict, config: dict, model: bytes | None, tokens: list[str]) -> dict:
-    """`map` worker: the `text` column -> an `ids` column."""
-    tokenizer, vocab = tokenizer_from_config(config, model), Vocab(tokens)
-    return {"ids": [encode_text(tokenizer, vocab, text) for text in batch["text"]]}
+def encode_table(
+    ds: datasets.Dataset, side: Side, cache: Path, num_proc: int = 1
+) -> datasets.Dataset:
+    """`ds` with an `ids` column of its `text` (the literal `<unk>` as the `<unk>` id), written
+    a record batch at a time under `<cache>/datasets/encoded/` and reused while the table,
+    tokenizer and vocabulary are the same (`seqlab.data.dataset.encode_dataset`)."""
+    sides = {"text": ("ids", side.tokenizer, side.vocab)}
+    return encode_dataset(ds, sides, cache / "datasets", num_proc=num_proc, literal_unk=True)
 
 
-def encode_table(ds: datasets.Dataset, side: Side, num_proc: int = 1) -> datasets.Dataset:
-    """Add the `ids` column (cached: the fingerprint covers the table, tokenizer and vocab)."""
-    config = side.tokenizer.config()
-    model = getattr(side.tokenizer, "model_bytes", None)
-    tokens = list(side.vocab.tokens)
-    model_hash = hashlib.sha256(model or b"").hexdigest()
-    fp = fingerprint(ds._fingerprint, "encode", config, model_hash, tokens)
-    bars = datasets.utils.logging.is_progress_bar_enabled()
-    datasets.utils.logging.disable_progress_bar()
-    try:
-        return ds.map(
-            _encode_batch,
-            batched=True,
-            fn_kwargs={"config": config, "model": model, "tokens": tokens},
-            num_proc=num_proc if num_proc > 1 else None,
-            new_fingerprint=fp,
-        )
-    finally:
-        if bars:
-            datasets.utils.logging.enable_progress_bar()
+class _Paragraphs(Sequence):
+    """Paragraphs as row numbers of a sentence table: paragraph p holds rows
+    `rows[starts[p]:starts[p + 1]]` (numpy arrays), 16 bytes a sentence however long it is."""
+
+    def __init__(self, paragraph: np.ndarray, keep: np.ndarray):
+        """`paragraph` (N,): each row's paragraph number; `keep` (N,): the rows to use."""
+        count = int(paragraph.max()) + 1 if len(paragraph) else 0
+        rows = np.flatnonzero(keep)
+        order = np.argsort(paragraph[rows], kind="stable")  # table order within a paragraph
+        self.rows = rows[order]
+        self.starts = np.searchsorted(paragraph[self.rows], np.arange(count + 1))
+
+    def __len__(self) -> int:
+        return len(self.starts) - 1
+
+    def __getitem__(self, p: int) -> np.ndarray:
+        return self.rows[self.starts[p] : self.starts[p + 1]]
+
+
+def _take(column: pa.ChunkedArray, rows) -> list[list[int]]:
+    """The lists at `rows` of a memory-mapped list column."""
+    return column.take(pa.array(np.asarray(rows, dtype=np.int64))).to_pylist()
+
+
+PAIRS_SCHEMA = pa.schema(
+    [
+        ("ids", pa.list_(pa.int32())),
+        ("segments", pa.list_(pa.int8())),
+        ("is_next", pa.int8()),
+    ]
+)
 
 
 def pair_table(
-    sentences: datasets.Dataset, data: MaskedLMData, seed: int, limit: int | None
+    sentences: datasets.Dataset,
+    data: MaskedLMData,
+    seed: int,
+    limit: int | None,
+    cache: Path,
 ) -> datasets.Dataset:
-    """Draw the NSP pairs of one encoded sentence table and pack them (first `limit` kept)."""
-    paragraphs: list[list[list[int]]] = []
-    for batch in sentences.iter(batch_size=5000):
-        for number, ids in zip(batch["paragraph"], batch["ids"]):
-            while len(paragraphs) <= number:
-                paragraphs.append([])
-            if ids:  # a sentence of nothing but spaces left no token
-                paragraphs[number].append(ids)
-    pairs = nsp_pairs(paragraphs, data.next_prob, random.Random(seed))
-    if limit is not None:
-        pairs = pairs[:limit]
+    """Draw the NSP pairs of one encoded sentence table and pack them (first `limit` kept).
+
+    The paragraphs are held as row numbers (`_Paragraphs`), the pairs drawn one at a time with
+    the draws of `nsp_pairs` and packed and written `WRITER_BATCH_SIZE` at a time to an Arrow
+    file under `<cache>/datasets/pairs/`, cached by the table's and the settings' fingerprint:
+    memory holds two arrays of the sentence count and one batch, not the corpus's ids.
+    """
     vocab = Vocab.build({})
-    columns = packed_pairs(pairs, max_len=data.max_len, cls_id=vocab.cls_id, sep_id=vocab.sep_id)
-    return datasets.Dataset.from_dict(columns)
+    settings = (data.next_prob, data.max_len, vocab.cls_id, vocab.sep_id)
+    fp = fingerprint(PAIRS_VERSION, sentences._fingerprint, seed, limit, settings)
+    path = cache / "datasets" / "pairs" / f"{fp}.arrow"
+    if not path.is_file():
+        paragraph = sentences.data.column("paragraph").to_numpy()  # (N,) the table is contiguous
+        paragraphs = _Paragraphs(paragraph, list_lengths(sentences, "ids") > 0)
+        pairs = iter_nsp_pairs(paragraphs, data.next_prob, random.Random(seed))
+        if limit is not None:
+            pairs = itertools.islice(pairs, limit)
+        ids = sentences.data.column("ids")
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+        def batches():
+            while chunk := list(itertools.islice(pairs, WRITER_BATCH_SIZE)):
+                a, b, is_next = zip(*chunk, strict=True)
+                packed = packed_pairs(
+                    zip(_take(ids, a), _take(ids, b), is_next, strict=True),
+                    max_len=data.max_len,
+                    cls_id=vocab.cls_id,
+                    sep_id=vocab.sep_id,
+                )
+                yield pa.RecordBatch.from_pydict(packed, schema=PAIRS_SCHEMA)
+
+        write_arrow_stream(path, PAIRS_SCHEMA, batches())
+    return datasets.Dataset(MemoryMappedTable.from_file(str(path)), fingerprint=fp)
 
 
 def _split_name(data: MaskedLMData, name: str) -> str:
@@ -265,13 +326,13 @@ def prepare(recipe: Recipe, *, cache: Path | None = None) -> PreparedMaskedLM:
     data: MaskedLMData = recipe.data
     cache = cache or cache_dir()
     tables = sentence_tables(data, cache, recipe.seed)
-    side = cached_side(data, tables["train"], cache)
+    side = cached_side(data, tables["train"], cache, recipe.seed)
     splits = {}
     for i, name in enumerate(("train", "valid")):
-        encoded = encode_table(tables[name], side, data.num_proc)
+        encoded = encode_table(tables[name], side, cache, data.num_proc)
         limit = data.max_train_pairs if name == "train" else data.max_valid_pairs
         try:
-            splits[name] = pair_table(encoded, data, recipe.seed * 1000 + i, limit)
+            splits[name] = pair_table(encoded, data, recipe.seed * 1000 + i, limit, cache)
         except DataError as error:
             raise DataError(f"{_split_name(data, name)}: {error}") from None
     return PreparedMaskedLM(side, splits)

@@ -31,6 +31,7 @@ from seqlab.data.dataset import (
     filter_pairs,
     fingerprint,
     list_lengths,
+    sample_rows,
     text_dataset,
 )
 from seqlab.data.readers import read_split
@@ -248,14 +249,6 @@ def _iter_texts(ds: datasets.Dataset, columns: tuple[str, ...]) -> Iterator[str]
     for batch in record_batches(ds, list(columns)):
         for column in columns:
             yield from batch.column(column).to_pylist()
-
-
-def sample_rows(ds: datasets.Dataset, rows: int, seed: int) -> datasets.Dataset:
-    """A seeded sample of `rows` rows of `ds` in table order (all of `ds` when it is smaller)."""
-    if rows >= len(ds):
-        return ds
-    chosen = np.sort(np.random.default_rng(seed).choice(len(ds), size=rows, replace=False))
-    return ds.select(chosen, new_fingerprint=fingerprint(ds._fingerprint, "sample", rows, seed))
 
 
 def _build_side(

@@ -15,9 +15,8 @@ from seqlab.data.sentence_pairs import (
     split_paragraph,
     truncate_pair,
 )
-from seqlab.data.tokenize import SentencePieceTokenizer, WhitespaceTokenizer
+from seqlab.data.tokenize import SentencePieceTokenizer, WhitespaceTokenizer, encode_text
 from seqlab.data.vocab import Vocab
-from seqlab.tasks.masked_lm_data import encode_text
 
 torch.set_num_threads(1)
 CLS, SEP, MASK, V = 5, 6, 4, 1000

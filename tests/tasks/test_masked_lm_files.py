@@ -2,6 +2,7 @@
 
 import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -125,3 +126,96 @@ def test_hostile_text_files_name_file_and_line(tmp_path):
     missing = mlm_recipe(tmp_path, FILES + f'train_path = "{tmp_path / "nope.txt"}"\n')
     with pytest.raises(DataError, match=r"nope\.txt: no such file"):
         prepare(missing, cache=tmp_path / "cache")
+
+
+@pytest.mark.parametrize("tokenizer", ["whitespace", "sentencepiece"])
+def test_streamed_pairs_equal_the_pairs_drawn_in_memory(tokenizer, tmp_path, monkeypatch):
+    """The pairs written a batch at a time from row numbers are exactly those `nsp_pairs` and
+    `packed_pairs` give on the sentences' ids in memory (same draws), across batch boundaries,
+    for held-out paragraphs (a table of selected rows), with a limit, encoded in 2 processes;
+    a second prepare reads them from the cache without drawing."""
+    import seqlab.tasks.masked_lm_data as stage
+    from seqlab.data.sentence_pairs import nsp_pairs, packed_pairs
+    from seqlab.data.tokenize import encode_text
+    from seqlab.data.vocab import Vocab
+
+    lines = write_paragraphs(tmp_path / "train.txt", 60).read_text().splitlines()
+    lines[3] = "A cat <unk> sat. The <unk> ran!"  # the literal <unk> is the <unk> id
+    (tmp_path / "train.txt").write_text("\n".join(lines) + "\n")
+    data = FILES.replace("whitespace", tokenizer) + "sp_vocab_size = 40\n"
+    data += f'train_path = "{tmp_path / "train.txt"}"\nvalid_size = 6\nnum_proc = 2\n'
+    recipe = mlm_recipe(tmp_path, data + "max_train_pairs = 90\nnext_prob = 0.4\n")
+    monkeypatch.setattr(stage, "WRITER_BATCH_SIZE", 7)
+    prepared = prepare(recipe, cache=tmp_path / "cache")
+
+    side, vocab = prepared.side, Vocab.build({})
+    tables = sentence_tables(recipe.data, tmp_path / "cache", recipe.seed)
+    for i, name in enumerate(("train", "valid")):
+        paragraphs: list[list[list[int]]] = []
+        for number, text in zip(tables[name]["paragraph"], tables[name]["text"], strict=True):
+            while len(paragraphs) <= number:
+                paragraphs.append([])
+            ids = encode_text(side.tokenizer, side.vocab, text)
+            if ids:
+                paragraphs[number].append(ids)
+        pairs = nsp_pairs(paragraphs, 0.4, random.Random(recipe.seed * 1000 + i))
+        pairs = pairs[:90] if name == "train" else pairs
+        expected = packed_pairs(pairs, max_len=32, cls_id=vocab.cls_id, sep_id=vocab.sep_id)
+        got = prepared.splits[name]
+        assert len(got) == len(expected["ids"]) and (name == "valid" or len(got) == 90)
+        for column in ("ids", "segments", "is_next"):
+            assert list(got[column]) == expected[column], (name, column)
+    assert any(side.vocab.unk_id in ids for ids in prepared.splits["train"]["ids"])
+
+    def no_drawing(*args, **kwargs):
+        raise AssertionError("drew the pairs again")
+
+    monkeypatch.setattr(stage, "iter_nsp_pairs", no_drawing)
+    again = prepare(recipe, cache=tmp_path / "cache")
+    assert again.splits["train"]["ids"] == prepared.splits["train"]["ids"]
+
+
+def test_paragraphs_as_row_numbers_keep_table_order_and_skip_empty_sentences():
+    from seqlab.tasks.masked_lm_data import _Paragraphs
+
+    paragraph = np.array([0, 0, 1, 3, 3, 1, 0])  # (rows,): rows of a paragraph need not touch
+    keep = np.array([True, True, True, True, False, True, True])  # row 4 encoded to no token
+    paragraphs = _Paragraphs(paragraph, keep)
+    assert [list(p) for p in paragraphs] == [[0, 1, 6], [2, 5], [], [3]]
+    assert len(_Paragraphs(np.array([], dtype=np.int64), np.array([], dtype=bool))) == 0
+
+
+def test_sentencepiece_trains_on_a_seeded_sample_of_sp_input_sentence_size(tmp_path, monkeypatch):
+    """Masked LM and translation alike: the trainer sees at most `sp_input_sentence_size`
+    sentences, drawn with the recipe's seed (all of them, in order, when there are fewer)."""
+    import seqlab.data.tokenize as tokenize
+    from seqlab.tasks.translation_data import prepare as prepare_translation
+    from tests.tasks.test_own_data import files_recipe, make_pairs, write_split
+
+    seen, real = [], tokenize.train_in_child
+
+    def recording(sentences, options):
+        seen.append(list(sentences))
+        return real(iter(seen[-1]), options)
+
+    monkeypatch.setattr(tokenize, "train_in_child", recording)
+    write_paragraphs(tmp_path / "train.txt", 60)
+    data = FILES.replace("whitespace", "sentencepiece") + "sp_vocab_size = 40\n"
+    data += f'train_path = "{tmp_path / "train.txt"}"\nvalid_size = 6\n'
+    everything = sentence_tables(mlm_recipe(tmp_path, data).data, tmp_path / "cache", 4)["train"]
+    for size in (50, 10_000):
+        prepare(
+            mlm_recipe(tmp_path, data + f"sp_input_sentence_size = {size}\n"), cache=tmp_path / "c"
+        )
+        texts = list(everything["text"])
+        assert len(seen[-1]) == min(size, len(texts))
+        assert seen[-1] == [t for t in texts if t in set(seen[-1])]  # a subset, in table order
+    assert seen[0] != texts[:50]  # drawn, not the first 50
+
+    train = write_split(tmp_path, "pairs", make_pairs(300, 1), "tsv")
+    sp = {"tokenizer": "sentencepiece", "sp_vocab_size": 40, "joint_vocab": True}
+    prepare_translation(
+        files_recipe(tmp_path, train, valid_size=5, sp_input_sentence_size=100, **sp),
+        cache=tmp_path / "t",
+    )
+    assert len(seen[-1]) == 100  # 50 pairs, both sides
