@@ -209,9 +209,11 @@ class Trainer:
         self.skipped_in_a_row = 0
         self.checkpoints = CheckpointManager(self.run_dir, keep_last=self.cfg.keep_last)
         self.log_path = self.run_dir / "log.jsonl"
-        if self.dist.is_main:  # what a killed run left: half-written files, a log without a run
+        # The first record replaces a log a killed run left; `resume` rewrites it from the
+        # checkpoint instead, and a refused resume leaves it as it was.
+        self._log_mode = "w"
+        if self.dist.is_main:  # half-written checkpoints a killed run left
             remove_stale_temp_files(self.run_dir)
-            self.log_path.unlink(missing_ok=True)  # `resume` rewrites it from the checkpoint
         self._events: NoEventLog | None = None  # TensorBoard, opened by the first record
 
     # -- checkpoints ---------------------------------------------------------------------------
@@ -266,6 +268,7 @@ class Trainer:
         if self.dist.is_main:  # the log of the checkpoint's steps: none logged after it twice
             text = "".join(json.dumps(record) + "\n" for record in self.progress.history)
             self.log_path.write_text(text, encoding="utf-8")
+            self._log_mode = "a"
         ranks_rng, world = state.get("rng_ranks"), state.get("world", 1)
         if self.dist.enabled and ranks_rng is not None and len(ranks_rng) == self.dist.world:
             set_rng_state(ranks_rng[self.dist.rank])
@@ -289,8 +292,9 @@ class Trainer:
         """Keep `record` in the history; rank 0 appends it to log.jsonl and TensorBoard."""
         self.progress.history.append(record)
         if self.dist.is_main:
-            with self.log_path.open("a", encoding="utf-8") as f:
+            with self.log_path.open(self._log_mode, encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
+            self._log_mode = "a"
             self.events.scalars(record["step"], record)
 
     @property

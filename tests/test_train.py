@@ -219,6 +219,7 @@ def test_divergence_names_the_last_checkpoint_with_a_finite_validation_score(tmp
 def test_resuming_with_a_changed_model_or_data_names_the_keys(tmp_path):
     recipe = load_recipe(REPO / "recipes" / "reverse.toml", [*TINY, "train.max_steps=2"])
     train_recipe(recipe, tmp_path / "run")
+    log = (tmp_path / "run" / "log.jsonl").read_text()
     changed = load_recipe(
         REPO / "recipes" / "reverse.toml",
         [*TINY, "train.max_steps=4", "model.hidden_size=32", "data.min_freq=2"],
@@ -227,5 +228,6 @@ def test_resuming_with_a_changed_model_or_data_names_the_keys(tmp_path):
         train_recipe(changed, tmp_path / "run", resume=True)
     message = str(error.value)
     assert "model.hidden_size: 16 -> 32" in message and "data.min_freq: 1 -> 2" in message
+    assert (tmp_path / "run" / "log.jsonl").read_text() == log  # a refused resume loses nothing
     longer = load_recipe(REPO / "recipes" / "reverse.toml", [*TINY, "train.max_steps=4"])
     assert train_recipe(longer, tmp_path / "run", resume=True)["step"] == 4
