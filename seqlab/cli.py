@@ -109,14 +109,25 @@ def _write_lines(path: str | None, lines: list[str]) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
         return
+    from seqlab.errors import WriteError, why_unwritable
+
     target = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    if not target.parent.is_dir():
+        raise WriteError(f"{target}: cannot be written: no folder {target.parent}")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as error:  # e.g. no permission to create a file there
+        raise WriteError(f"{target}: cannot be written: {why_unwritable(error)}") from error
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, OSError):  # full disk, file-size limit, a folder at `target`
+            raise WriteError(
+                f"{target}: could not be written: {why_unwritable(error)}; nothing was written"
+            ) from error
         raise
 
 

@@ -123,6 +123,12 @@ def test_corrupt_checkpoint_and_unwritable_output(checkpoint, tmp_path, capsys, 
     target = tmp_path / "no" / "such" / "dir.txt"
     code, _, err = run_cli(["translate", checkpoint, "-o", target], capsys, monkeypatch, "a b\n")
     assert code == 2 and "dir.txt" in err and not target.exists()
+    assert f"no folder {target.parent}" in err and ".tmp" not in err  # the path the user gave
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    code, _, err = run_cli(["translate", checkpoint, "-o", folder], capsys, monkeypatch, "a b\n")
+    assert code == 2 and f"{folder}: could not be written" in err and ".tmp" not in err
+    assert list(tmp_path.glob(".*.tmp")) == []  # no temp file left beside it
 
 
 def test_evaluate_rejects_mismatched_files(checkpoint, tmp_path, capsys, monkeypatch):
