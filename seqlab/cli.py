@@ -100,35 +100,15 @@ def _read_lines(path: str | None) -> list[str]:
 
 def _write_lines(path: str | None, lines: list[str]) -> None:
     """To stdout, or atomically to `path` (a temp file renamed into place once complete)."""
-    import os
-    import tempfile
-    from pathlib import Path
-
     text = "".join(line + "\n" for line in lines)
     if path is None or path == "-":
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    from seqlab.errors import WriteError, why_unwritable
+    from seqlab.data.atomic import atomic_file
 
-    target = Path(path)
-    if not target.parent.is_dir():
-        raise WriteError(f"{target}: cannot be written: no folder {target.parent}")
-    try:
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    except OSError as error:  # e.g. no permission to create a file there
-        raise WriteError(f"{target}: cannot be written: {why_unwritable(error)}") from error
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, target)
-    except BaseException as error:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(error, OSError):  # full disk, file-size limit, a folder at `target`
-            raise WriteError(
-                f"{target}: could not be written: {why_unwritable(error)}; nothing was written"
-            ) from error
-        raise
+    with atomic_file(path) as f:
+        f.write(text)
 
 
 def _plotted_line(args: argparse.Namespace, lines: list[str]) -> int | None:

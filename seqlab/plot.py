@@ -12,14 +12,13 @@ imported only here, only when drawing, and its absence is a one-line `PlotError`
 from __future__ import annotations
 
 import inspect
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
+from seqlab.data.atomic import atomic_file
 from seqlab.data.vocab import Vocab
 from seqlab.errors import SeqlabError
 
@@ -161,12 +160,6 @@ def plot_attention(
         )
     figure = _figure(weights, list(src_tokens), list(out_tokens), title)
     target = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            figure.savefig(f, format="png", dpi=100)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(target, "wb") as f:
+        figure.savefig(f, format="png", dpi=100)
     return target

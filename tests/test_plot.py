@@ -11,6 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from seqlab.errors import WriteError
 from seqlab.models.interfaces import Encoded, lengths_to_mask
 from seqlab.models.rnn import RNNSeq2SeqConfig, build_rnn_seq2seq
 from seqlab.models.transformer import TransformerConfig, build_transformer
@@ -141,7 +142,7 @@ def test_plot_attention_writes_a_png_atomically(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["a.png"]  # no temp file left behind
     with pytest.raises(PlotError, match="do not match"):
         plot_attention(weights, ["a", "b"], ["c", "b", "<eos>"], tmp_path / "b.png")
-    with pytest.raises(OSError):
+    with pytest.raises(WriteError, match=r"c.png: cannot be written: no folder .*no$"):
         plot_attention(weights[0], list("abcd"), list("xyz"), tmp_path / "no" / "c.png")
     assert not (tmp_path / "b.png").exists()
 

@@ -1,8 +1,9 @@
-"""A folder written whole or not at all: what `seqlab export` and the prepare cache write.
+"""Files and folders written whole or not at all.
 
-`atomic_folder(outdir)` yields a fresh temporary folder beside `outdir` and renames it into place
-once the block succeeds, so a crash or Ctrl-C never leaves a half-written `outdir` that a reader
-(a rerun's cache lookup, `load_model`) would trust.
+`atomic_folder(outdir)` (what `seqlab export` and the prepare cache write) yields a fresh temporary
+folder beside `outdir` and renames it into place once the block succeeds, so a crash or Ctrl-C never
+leaves a half-written `outdir` that a reader (a rerun's cache lookup, `load_model`) would trust.
+`atomic_file(path)` does the same for one file (translations, vocabularies, plots).
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ import contextlib
 import os
 import secrets
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 from seqlab.errors import CheckpointError, WriteError, is_write_failure, why_unwritable
 
@@ -49,6 +52,37 @@ def atomic_folder(outdir: str | Path, force: bool = False) -> Iterator[Path]:
             raise WriteError(
                 f"{outdir}: could not be written: {why_unwritable(error)}; nothing was kept"
             ) from error
+        raise
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | Path, mode: str = "w") -> Iterator[IO]:
+    """Yield a file open (`mode`: "w" for UTF-8 text, "wb") on a temp name beside `path`; once the
+    block succeeds it is renamed to `path`. On an error the temp file is removed and `path` is left
+    as it was.
+
+    Raises:
+        WriteError: naming `path` (not the temp name) and why: no such folder, no permission, the
+            disk is full, a folder in the way.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise WriteError(f"{path}: cannot be written: no folder {path.parent}")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:  # e.g. no permission to create a file there
+        raise WriteError(f"{path}: cannot be written: {why_unwritable(error)}") from error
+    try:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as f:
+            yield f
+        os.replace(tmp, path)
+    except OSError as error:  # a full disk, the file-size limit, a folder at `path`
+        Path(tmp).unlink(missing_ok=True)
+        raise WriteError(
+            f"{path}: could not be written: {why_unwritable(error)}; nothing was written"
+        ) from error
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
         raise
 
 

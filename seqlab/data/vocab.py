@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from seqlab.data.atomic import atomic_file
 from seqlab.errors import ConfigError, DataError
 
 SPECIALS: tuple[str, ...] = ("<pad>", "<unk>", "<bos>", "<eos>", "<mask>", "<cls>", "<sep>")
@@ -148,18 +148,12 @@ class Vocab:
         return out
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the table as JSON, atomically (a temp file beside `path`, then `os.replace`)."""
+        """Write the table as JSON, atomically (`atomic_file`)."""
         path = Path(path)
         payload = {"format": FORMAT, "version": VERSION, "tokens": list(self._tokens)}
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(payload, f, ensure_ascii=False)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_file(path) as f:
+            json.dump(payload, f, ensure_ascii=False)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Vocab:

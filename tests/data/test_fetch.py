@@ -293,3 +293,29 @@ def test_a_folder_that_runs_out_of_room_names_itself_and_is_not_kept(tmp_path):
     denied = pytest.raises(PermissionError, match="Permission denied")  # passed on as it is
     with denied, atomic_folder(tmp_path / "prepared"):
         raise PermissionError(errno.EACCES, "Permission denied")
+
+
+def test_a_file_is_written_whole_or_named_with_why_it_was_not(tmp_path):
+    import errno
+
+    from seqlab.data.atomic import atomic_file
+    from seqlab.errors import WriteError
+
+    target = tmp_path / "out.txt"
+    target.write_text("old\n")
+    full = pytest.raises(WriteError, match=r"out.txt: could not be written: the disk is full")
+    with full, atomic_file(target) as f:
+        f.write("half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert target.read_text() == "old\n" and sorted(tmp_path.iterdir()) == [target]
+    with pytest.raises(KeyboardInterrupt), atomic_file(target) as f:  # passed on, nothing kept
+        f.write("half")
+        raise KeyboardInterrupt
+    assert target.read_text() == "old\n" and sorted(tmp_path.iterdir()) == [target]
+    with atomic_file(target, "wb") as f:
+        f.write("ünï\n".encode())
+    assert target.read_text(encoding="utf-8") == "ünï\n"
+    missing = tmp_path / "no" / "out.txt"
+    no_folder = pytest.raises(WriteError, match=f"cannot be written: no folder {tmp_path / 'no'}")
+    with no_folder, atomic_file(missing):
+        pass
